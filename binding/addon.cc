@@ -1,0 +1,39 @@
+// addon.cc — module entry: registers the binding's parts. Thin by design: checks and glue only.
+#include <napi.h>
+
+#include "args.h"
+#include "binding.h"
+#include "matmul.h"
+#include "parallel.h"
+
+#ifndef HIERMEM_BLAS_NAME
+#define HIERMEM_BLAS_NAME "unknown"
+#endif
+
+namespace hmb {
+
+static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  hm::set_num_threads((int)get_int(info, 0, "n", 1, 256));
+  return info.Env().Undefined();
+}
+static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), hm::num_threads());
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  hm::blas_init();
+  exports.Set("version", Napi::String::New(env, "0.1.0"));
+  exports.Set("blas", Napi::String::New(env, HIERMEM_BLAS_NAME));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
+  RegisterKernels(env, exports);
+  RegisterOptimizer(env, exports);
+  RegisterModel(env, exports);
+  return exports;
+}
+
+}  // namespace hmb
+
+static Napi::Object InitHiermem(Napi::Env env, Napi::Object exports) { return hmb::Init(env, exports); }
+
+NODE_API_MODULE(hiermem, InitHiermem)

@@ -1,0 +1,212 @@
+// kernels.cc — single-kernel entry points (synchronous; used by tests and references).
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/classifier.h"
+#include "kernels/embedding.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "matmul.h"
+#include "args.h"
+#include "binding.h"
+
+#include <vector>
+
+namespace hmb {
+using namespace hm;
+static constexpr int64_t kMaxDim = int64_t(1) << 31;
+
+static Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t V = get_int(info, 3, "V", 1, kMaxDim), C = get_int(info, 4, "C", 1, kMaxDim);
+  int64_t N;
+  get_array<int32_t>(info[1], env, "tokens", -1, &N);
+  auto* tokens = get_array<int32_t>(info, 1, "tokens", N);
+  auto* out = get_array<float>(info, 0, "out", N * C);
+  auto* wte = get_array<float>(info, 2, "wte", V * C);
+  check_tokens(env, "tokens", tokens, N, V, false);
+  embedding_forward(out, tokens, wte, N, C);
+  return env.Undefined();
+}
+
+static Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t V = get_int(info, 3, "V", 1, kMaxDim), C = get_int(info, 4, "C", 1, kMaxDim);
+  int64_t N;
+  get_array<int32_t>(info[2], env, "tokens", -1, &N);
+  auto* tokens = get_array<int32_t>(info, 2, "tokens", N);
+  auto* dwte = get_array<float>(info, 0, "dwte", V * C);
+  auto* dout = get_array<float>(info, 1, "dout", N * C);
+  check_tokens(env, "tokens", tokens, N, V, false);
+  embedding_backward(dwte, dout, tokens, N, C);
+  return env.Undefined();
+}
+
+static Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
+  int64_t N = get_int(info, 4, "N", 0, kMaxDim), C = get_int(info, 5, "C", 1, kMaxDim);
+  double eps = get_double(info, 6, "eps");
+  auto* out = get_array<float>(info, 0, "out", N * C);
+  auto* rstd = get_array<float>(info, 1, "rstd", N);
+  auto* x = get_array<float>(info, 2, "x", N * C);
+  auto* w = get_array<float>(info, 3, "w", C);
+  rmsnorm_forward(out, rstd, x, w, N, C, (float)eps);
+  return info.Env().Undefined();
+}
+
+static Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
+  int64_t N = get_int(info, 6, "N", 0, kMaxDim), C = get_int(info, 7, "C", 1, kMaxDim);
+  auto* dx = get_array<float>(info, 0, "dx", N * C);
+  auto* dw = get_array<float>(info, 1, "dw", C);
+  auto* dout = get_array<float>(info, 2, "dout", N * C);
+  auto* x = get_array<float>(info, 3, "x", N * C);
+  auto* w = get_array<float>(info, 4, "w", C);
+  auto* rstd = get_array<float>(info, 5, "rstd", N);
+  rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
+  return info.Env().Undefined();
+}
+
+static Napi::Value Rope(const Napi::CallbackInfo& info, bool backward) {
+  auto env = info.Env();
+  int64_t N = get_int(info, 2, "N", 0, kMaxDim), H = get_int(info, 3, "H", 1, kMaxDim),
+          hd = get_int(info, 4, "hd", 2, kMaxDim);
+  double base = get_double(info, 5, "base");
+  if (hd % 2) fail(env, "E_INVALID_ARGUMENT", "hd must be even for rotary embeddings, got " + std::to_string(hd));
+  if (base <= 1) fail(env, "E_INVALID_ARGUMENT", "rope base must be > 1");
+  auto* x = get_array<float>(info, 0, "x", N * H * hd);
+  auto* pos = get_array<int32_t>(info, 1, "pos", N);
+  for (int64_t i = 0; i < N; i++)
+    if (pos[i] < 0 || pos[i] > (1 << 24)) fail(env, "E_INVALID_ARGUMENT", "pos[" + std::to_string(i) + "] out of range");
+  if (backward) rope_backward(x, pos, N, H, hd, base);
+  else rope_forward(x, pos, N, H, hd, base);
+  return env.Undefined();
+}
+
+static Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t B = get_int(info, 6, "B", 1, kMaxDim), T = get_int(info, 7, "T", 1, kMaxDim),
+          H = get_int(info, 8, "H", 1, kMaxDim), hd = get_int(info, 9, "hd", 1, kMaxDim);
+  const int64_t n = B * T * H * hd;
+  auto* out = get_array<float>(info, 0, "out", n);
+  auto* lse = get_array<float>(info, 1, "lse", B * H * T);
+  auto* q = get_array<float>(info, 2, "q", n);
+  auto* k = get_array<float>(info, 3, "k", n);
+  auto* v = get_array<float>(info, 4, "v", n);
+  auto* ds = get_optional_array<int32_t>(info, 5, "docStart", B * T);
+  check_doc_start(env, ds, B, T);
+  attention_forward(out, lse, q, k, v, ds, B, T, H, hd, H * hd);
+  return env.Undefined();
+}
+
+static Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t B = get_int(info, 10, "B", 1, kMaxDim), T = get_int(info, 11, "T", 1, kMaxDim),
+          H = get_int(info, 12, "H", 1, kMaxDim), hd = get_int(info, 13, "hd", 1, kMaxDim);
+  const int64_t n = B * T * H * hd;
+  auto* dq = get_array<float>(info, 0, "dq", n);
+  auto* dk = get_array<float>(info, 1, "dk", n);
+  auto* dv = get_array<float>(info, 2, "dv", n);
+  auto* dout = get_array<float>(info, 3, "dout", n);
+  auto* q = get_array<float>(info, 4, "q", n);
+  auto* k = get_array<float>(info, 5, "k", n);
+  auto* v = get_array<float>(info, 6, "v", n);
+  auto* out = get_array<float>(info, 7, "out", n);
+  auto* lse = get_array<float>(info, 8, "lse", B * H * T);
+  auto* ds = get_optional_array<int32_t>(info, 9, "docStart", B * T);
+  check_doc_start(env, ds, B, T);
+  attention_backward(dq, dk, dv, dout, q, k, v, out, lse, ds, B, T, H, hd, H * hd);
+  return env.Undefined();
+}
+
+static Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
+  int64_t n = get_int(info, 3, "n", 0, kMaxDim * 64);
+  swiglu_forward(get_array<float>(info, 0, "h", n), get_array<float>(info, 1, "gate", n),
+                 get_array<float>(info, 2, "up", n), n);
+  return info.Env().Undefined();
+}
+
+static Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  int64_t n = get_int(info, 5, "n", 0, kMaxDim * 64);
+  swiglu_backward(get_array<float>(info, 0, "dgate", n), get_array<float>(info, 1, "dup", n),
+                  get_array<float>(info, 2, "dh", n), get_array<float>(info, 3, "gate", n),
+                  get_array<float>(info, 4, "up", n), n);
+  return info.Env().Undefined();
+}
+
+static Napi::Value FfnForward(const Napi::CallbackInfo& info) {
+  int64_t N = get_int(info, 7, "N", 0, kMaxDim), C = get_int(info, 8, "C", 1, kMaxDim),
+          F = get_int(info, 9, "F", 1, kMaxDim);
+  auto* y = get_array<float>(info, 0, "y", N * C);
+  auto* gate = get_array<float>(info, 1, "gate", N * F);
+  auto* up = get_array<float>(info, 2, "up", N * F);
+  auto* x = get_array<float>(info, 3, "x", N * C);
+  auto* w1 = get_array<float>(info, 4, "w1", F * C);
+  auto* w2 = get_array<float>(info, 5, "w2", F * C);
+  auto* w3 = get_array<float>(info, 6, "w3", C * F);
+  std::vector<float> hidden((size_t)(N * F));
+  ffn_forward(y, gate, up, hidden.data(), x, w1, w2, w3, N, C, F);
+  return info.Env().Undefined();
+}
+
+static Napi::Value FfnBackward(const Napi::CallbackInfo& info) {
+  int64_t N = get_int(info, 11, "N", 0, kMaxDim), C = get_int(info, 12, "C", 1, kMaxDim),
+          F = get_int(info, 13, "F", 1, kMaxDim);
+  auto* dx = get_array<float>(info, 0, "dx", N * C);
+  auto* dw1 = get_array<float>(info, 1, "dw1", F * C);
+  auto* dw2 = get_array<float>(info, 2, "dw2", F * C);
+  auto* dw3 = get_array<float>(info, 3, "dw3", C * F);
+  auto* dy = get_array<float>(info, 4, "dy", N * C);
+  auto* x = get_array<float>(info, 5, "x", N * C);
+  auto* gate = get_array<float>(info, 6, "gate", N * F);
+  auto* up = get_array<float>(info, 7, "up", N * F);
+  auto* w1 = get_array<float>(info, 8, "w1", F * C);
+  auto* w2 = get_array<float>(info, 9, "w2", F * C);
+  auto* w3 = get_array<float>(info, 10, "w3", C * F);
+  std::vector<float> s((size_t)(4 * N * F));
+  ffn_backward(dx, dw1, dw2, dw3, dy, x, gate, up, w1, w2, w3, N, C, F, s.data(), s.data() + N * F,
+               s.data() + 2 * N * F, s.data() + 3 * N * F);
+  return info.Env().Undefined();
+}
+
+static Napi::Value ClassifierForwardBackward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t N = get_int(info, 6, "N", 0, kMaxDim), C = get_int(info, 7, "C", 1, kMaxDim),
+          V = get_int(info, 8, "V", 1, kMaxDim);
+  double scale = get_double(info, 9, "gradScale");
+  auto* losses = get_array<float>(info, 0, "losses", N);
+  auto* dx = get_optional_array<float>(info, 1, "dx", N * C);
+  auto* dwte = get_optional_array<float>(info, 2, "dwte", V * C);
+  auto* x = get_array<float>(info, 3, "x", N * C);
+  auto* wte = get_array<float>(info, 4, "wte", V * C);
+  auto* targets = get_array<int32_t>(info, 5, "targets", N);
+  check_tokens(env, "targets", targets, N, V, true);
+  std::vector<float> scratch((size_t)(classifier_chunk_rows(N, V) * V));
+  classifier_forward_backward(losses, dx, dwte, x, wte, targets, N, C, V, (float)scale, scratch.data());
+  return env.Undefined();
+}
+
+static Napi::Value MatmulNT(const Napi::CallbackInfo& info) {
+  int64_t M = get_int(info, 3, "M", 0, kMaxDim), N = get_int(info, 4, "N", 0, kMaxDim),
+          K = get_int(info, 5, "K", 0, kMaxDim);
+  linear_forward(get_array<float>(info, 0, "c", M * N), get_array<float>(info, 1, "a", M * K),
+                 get_array<float>(info, 2, "b", N * K), M, N, K);
+  return info.Env().Undefined();
+}
+
+void RegisterKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
+  exports.Set("rmsnormForward", Napi::Function::New(env, RmsnormForward));
+  exports.Set("rmsnormBackward", Napi::Function::New(env, RmsnormBackward));
+  exports.Set("ropeForward", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Rope(i, false); }));
+  exports.Set("ropeBackward", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Rope(i, true); }));
+  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward));
+  exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
+  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
+  exports.Set("ffnForward", Napi::Function::New(env, FfnForward));
+  exports.Set("ffnBackward", Napi::Function::New(env, FfnBackward));
+  exports.Set("classifierForwardBackward", Napi::Function::New(env, ClassifierForwardBackward));
+  exports.Set("matmulNT", Napi::Function::New(env, MatmulNT));
+}
+
+}  // namespace hmb

@@ -1,0 +1,184 @@
+// model.cc — the NativeModel object: owns an hm::AnchorModel over JS-owned parameter/gradient
+// buffers; forward/backward run synchronously or as AsyncWorkers. One call at a time per model:
+// a second call while one is running is rejected with E_BUSY (never a data race).
+#include <cmath>
+#include <memory>
+
+#include "anchor_model.h"
+#include "args.h"
+#include "binding.h"
+
+namespace hmb {
+using namespace hm;
+
+static AnchorDims parse_dims(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "dims must be an object");
+  auto o = v.As<Napi::Object>();
+  auto num = [&](const char* k, double lo, double hi, bool integer) {
+    auto x = o.Get(k);
+    if (!x.IsNumber()) fail(env, "E_CONFIG_INVALID", std::string(k) + " must be a number");
+    double d = x.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d < lo || d > hi || (integer && d != std::floor(d)))
+      fail(env, "E_CONFIG_INVALID", std::string(k) + " = " + std::to_string(d) + " is out of range");
+    return d;
+  };
+  AnchorDims d;
+  d.V = (int64_t)num("vocabSize", 2, 1 << 24, true);
+  d.C = (int64_t)num("dModel", 1, 1 << 16, true);
+  d.L = (int64_t)num("nLayers", 1, 4096, true);
+  d.H = (int64_t)num("nHeads", 1, 1024, true);
+  d.hd = (int64_t)num("headDim", 2, 4096, true);
+  d.F = (int64_t)num("ffnHidden", 1, 1 << 20, true);
+  d.T = (int64_t)num("seqLen", 1, 1 << 20, true);
+  d.norm_eps = (float)num("normEps", 0, 1, false);
+  d.rope_base = num("ropeBase", 1.0001, 1e12, false);
+  if (d.hd % 2) fail(env, "E_CONFIG_INVALID", "headDim must be even (rotary embeddings rotate pairs)");
+  return d;
+}
+
+static Napi::Value AnchorLayout(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto d = parse_dims(env, info[0]);
+  auto slots = anchor_layout(d);
+  auto arr = Napi::Array::New(env, slots.size());
+  for (size_t i = 0; i < slots.size(); i++) {
+    auto o = Napi::Object::New(env);
+    o.Set("name", slots[i].name);
+    auto shape = Napi::Array::New(env, slots[i].shape.size());
+    for (size_t j = 0; j < slots[i].shape.size(); j++) shape.Set((uint32_t)j, Napi::Number::New(env, (double)slots[i].shape[j]));
+    o.Set("shape", shape);
+    o.Set("offset", Napi::Number::New(env, (double)slots[i].offset));
+    o.Set("size", Napi::Number::New(env, (double)slots[i].size));
+    o.Set("decay", Napi::Boolean::New(env, slots[i].decay));
+    arr.Set((uint32_t)i, o);
+  }
+  return arr;
+}
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod<&NativeModel::ForwardBackward>("forwardBackward"),
+                        InstanceMethod<&NativeModel::ForwardBackwardAsync>("forwardBackwardAsync"),
+                        InstanceMethod<&NativeModel::ForwardLoss>("forwardLoss"),
+                        InstanceMethod<&NativeModel::ForwardLossAsync>("forwardLossAsync"),
+                        InstanceMethod<&NativeModel::LastLogits>("lastLogits"),
+                        InstanceAccessor<&NativeModel::Busy>("busy")});
+  }
+
+  NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    auto env = info.Env();
+    auto d = parse_dims(env, info[0]);
+    const int64_t n = anchor_param_count(d);
+    float* params = get_array<float>(info, 1, "params", n);
+    float* grads = get_array<float>(info, 2, "grads", n);
+    int64_t max_batch = get_int(info, 3, "maxBatch", 1, 1 << 20);
+    params_ref_ = Napi::Persistent(info[1].As<Napi::Object>());
+    grads_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
+    model_ = std::make_unique<AnchorModel>(d, params, grads, max_batch);
+  }
+
+ private:
+  struct BatchArgs {
+    Batch batch;
+    std::vector<Napi::Value> keep;
+  };
+
+  void check_idle(Napi::Env env) {
+    if (busy_) fail(env, "E_BUSY", "this model is already running an asynchronous call; await it first");
+    // The parameter buffers must still be attached (a transferred buffer would leave us dangling).
+    if (params_ref_.Value().As<Napi::TypedArray>().ArrayBuffer().IsDetached() ||
+        grads_ref_.Value().As<Napi::TypedArray>().ArrayBuffer().IsDetached())
+      fail(env, "E_DISPOSED", "the model's parameter buffers were detached");
+  }
+
+  BatchArgs parse_batch(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    if (!info[0].IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
+    auto o = info[0].As<Napi::Object>();
+    const auto& d = model_->dims();
+    auto bv = o.Get("batchSize");
+    if (!bv.IsNumber()) fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be a number");
+    double bd = bv.As<Napi::Number>().DoubleValue();
+    if (!(bd >= 1 && bd <= (double)model_->max_batch() && bd == std::floor(bd)))
+      fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be an integer in [1, " + std::to_string(model_->max_batch()) + "]");
+    const int64_t B = (int64_t)bd, N = B * d.T;
+    BatchArgs a;
+    a.batch.B = B;
+    a.batch.T = d.T;
+    a.batch.tokens = get_array<int32_t>(o.Get("tokens"), env, "batch.tokens", N);
+    a.batch.targets = get_array<int32_t>(o.Get("targets"), env, "batch.targets", N);
+    auto ds = o.Get("docStart");
+    a.batch.doc_start = (ds.IsNull() || ds.IsUndefined()) ? nullptr : get_array<int32_t>(ds, env, "batch.docStart", N);
+    check_tokens(env, "batch.tokens", a.batch.tokens, N, d.V, false);
+    check_tokens(env, "batch.targets", a.batch.targets, N, d.V, true);
+    check_doc_start(env, a.batch.doc_start, B, d.T);
+    a.keep = {o.Get("tokens"), o.Get("targets"), ds};
+    return a;
+  }
+
+  Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
+    auto a = parse_batch(info);
+    return Napi::Number::New(info.Env(), model_->forward_backward(a.batch));
+  }
+  Napi::Value ForwardLoss(const Napi::CallbackInfo& info) {
+    auto a = parse_batch(info);
+    return Napi::Number::New(info.Env(), model_->forward_loss(a.batch));
+  }
+
+  Napi::Value RunAsync(const Napi::CallbackInfo& info, bool backward) {
+    auto a = parse_batch(info);
+    auto result = std::make_shared<double>(0);
+    AnchorModel* m = model_.get();
+    Batch b = a.batch;
+    a.keep.push_back(Value());  // keep this model alive while the worker runs
+    a.keep.push_back(params_ref_.Value());
+    a.keep.push_back(grads_ref_.Value());
+    busy_ = true;
+    auto* w = new PromiseWorker(
+        info.Env(), [m, b, result, backward] { *result = backward ? m->forward_backward(b) : m->forward_loss(b); },
+        [result](Napi::Env env) { return Napi::Number::New(env, *result); }, a.keep, [this] { busy_ = false; });
+    auto p = w->Promise();
+    w->Queue();
+    return p;
+  }
+  Napi::Value ForwardBackwardAsync(const Napi::CallbackInfo& info) { return RunAsync(info, true); }
+  Napi::Value ForwardLossAsync(const Napi::CallbackInfo& info) { return RunAsync(info, false); }
+
+  Napi::Value LastLogits(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const auto& d = model_->dims();
+    int64_t T;
+    get_array<int32_t>(info[0], env, "tokens", -1, &T);
+    if (T < 1 || T > d.T) fail(env, "E_SHAPE_MISMATCH", "prompt length must be in [1, " + std::to_string(d.T) + "], got " + std::to_string(T));
+    const int32_t* tokens = get_array<int32_t>(info, 0, "tokens", T);
+    check_tokens(env, "tokens", tokens, T, d.V, false);
+    auto out = Napi::Float32Array::New(env, (size_t)d.V);
+    model_->last_logits(tokens, T, out.Data());
+    return out;
+  }
+
+  Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+
+  std::unique_ptr<AnchorModel> model_;
+  Napi::ObjectReference params_ref_, grads_ref_;
+  bool busy_ = false;
+};
+
+void RegisterModel(Napi::Env env, Napi::Object exports) {
+  auto ctor = NativeModel::Define(env);
+  auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
+  env.SetInstanceData<Napi::FunctionReference>(ref);
+  exports.Set("anchorLayout", Napi::Function::New(env, AnchorLayout));
+  exports.Set("createAnchorModel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                auto* ctor = info.Env().GetInstanceData<Napi::FunctionReference>();
+                std::vector<napi_value> args;
+                for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
+                return ctor->New(args);
+              }));
+}
+
+}  // namespace hmb

@@ -1,0 +1,228 @@
+#include "anchor_model.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kernels/attention.h"
+#include "kernels/classifier.h"
+#include "kernels/embedding.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "matmul.h"
+
+namespace hm {
+
+std::vector<TensorSlot> anchor_layout(const AnchorDims& d) {
+  std::vector<TensorSlot> out;
+  int64_t off = 0;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    out.push_back({name, shape, off, n, decay});
+    off += n;
+  };
+  const int64_t C = d.C, D = d.D(), F = d.F;
+  add("tok_embeddings.weight", {d.V, C}, true);
+  for (int64_t l = 0; l < d.L; l++) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    add(p + "attn_norm.weight", {C}, false);
+    add(p + "attn.wqkv", {3 * D, C}, true);
+    add(p + "attn.q_norm.weight", {D}, false);
+    add(p + "attn.k_norm.weight", {D}, false);
+    add(p + "attn.wo", {C, D}, true);
+    add(p + "ffn_norm.weight", {C}, false);
+    add(p + "ffn.w1", {F, C}, true);
+    add(p + "ffn.w2", {F, C}, true);
+    add(p + "ffn.w3", {C, F}, true);
+  }
+  add("final_norm.weight", {C}, false);
+  return out;
+}
+
+int64_t anchor_param_count(const AnchorDims& d) {
+  auto l = anchor_layout(d);
+  return l.back().offset + l.back().size;
+}
+
+AnchorParams anchor_params_view(const AnchorDims& d, float* base) {
+  auto slots = anchor_layout(d);
+  AnchorParams p;
+  size_t i = 0;
+  auto next = [&]() { return base + slots[i++].offset; };
+  p.wte = next();
+  p.layers.resize((size_t)d.L);
+  for (auto& lp : p.layers) {
+    lp.attn_norm = next();
+    lp.wqkv = next();
+    lp.q_norm = next();
+    lp.k_norm = next();
+    lp.wo = next();
+    lp.ffn_norm = next();
+    lp.w1 = next();
+    lp.w2 = next();
+    lp.w3 = next();
+  }
+  p.final_norm = next();
+  return p;
+}
+
+AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch)
+    : d_(d), max_batch_(max_batch), p_(anchor_params_view(d, params)), g_(anchor_params_view(d, grads)) {
+  const size_t N = (size_t)(max_batch * d.T), C = (size_t)d.C, D = (size_t)d.D(), F = (size_t)d.F;
+  acts_.resize((size_t)d.L);
+  for (auto& a : acts_) {
+    a.x_in.resize(N * C);
+    a.ln1.resize(N * C);
+    a.ln1_rstd.resize(N);
+    a.q_raw.resize(N * D);
+    a.k_raw.resize(N * D);
+    a.q_rstd.resize(N);
+    a.k_rstd.resize(N);
+    a.q.resize(N * D);
+    a.k.resize(N * D);
+    a.v.resize(N * D);
+    a.att.resize(N * D);
+    a.lse.resize((size_t)max_batch * d.H * d.T);
+    a.h_mid.resize(N * C);
+    a.ln2.resize(N * C);
+    a.ln2_rstd.resize(N);
+    a.gate.resize(N * F);
+    a.up.resize(N * F);
+  }
+  x_final_.resize(N * C);
+  lnf_.resize(N * C);
+  lnf_rstd_.resize(N);
+  losses_.resize(N);
+  cls_scratch_.resize((size_t)(classifier_chunk_rows((int64_t)N, d.V) * d.V));
+  pos_.resize(N);
+  ffn_hidden_.resize(N * F);
+}
+
+void AnchorModel::forward(const Batch& b) {
+  const int64_t N = b.B * b.T, C = d_.C, D = d_.D(), F = d_.F, H = d_.H, hd = d_.hd;
+  // Rotary positions restart at each document.
+  for (int64_t n = 0; n < N; n++) pos_[n] = b.doc_start ? (int32_t)(n % b.T) - b.doc_start[n] : (int32_t)(n % b.T);
+  embedding_forward(acts_[0].x_in.data(), b.tokens, p_.wte, N, C);
+  for (int64_t l = 0; l < d_.L; l++) {
+    auto& a = acts_[l];
+    const auto& w = p_.layers[l];
+    rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), a.x_in.data(), w.attn_norm, N, C, d_.norm_eps);
+    linear_forward(a.q_raw.data(), a.ln1.data(), w.wqkv, N, D, C);
+    linear_forward(a.k_raw.data(), a.ln1.data(), w.wqkv + D * C, N, D, C);
+    linear_forward(a.v.data(), a.ln1.data(), w.wqkv + 2 * D * C, N, D, C);
+    rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), w.q_norm, N, D, d_.norm_eps);
+    rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), w.k_norm, N, D, d_.norm_eps);
+    rope_forward(a.q.data(), pos_.data(), N, H, hd, d_.rope_base);
+    rope_forward(a.k.data(), pos_.data(), N, H, hd, d_.rope_base);
+    attention_forward(a.att.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), b.doc_start, b.B, b.T, H, hd, D);
+    // h = x + att Wo^T
+    std::memcpy(a.h_mid.data(), a.x_in.data(), sizeof(float) * N * C);
+    gemm(false, true, N, C, D, 1.f, a.att.data(), D, w.wo, D, 1.f, a.h_mid.data(), C);
+    rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.h_mid.data(), w.ffn_norm, N, C, d_.norm_eps);
+    float* next = (l + 1 < d_.L) ? acts_[l + 1].x_in.data() : x_final_.data();
+    ffn_forward(next, a.gate.data(), a.up.data(), ffn_hidden_.data(), a.ln2.data(), w.w1, w.w2, w.w3, N, C, F);
+    for (int64_t i = 0; i < N * C; i++) next[i] += a.h_mid[i];
+  }
+  rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), x_final_.data(), p_.final_norm, N, C, d_.norm_eps);
+}
+
+static void ensure(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+double AnchorModel::loss_and_grad(const Batch& b, bool backward) {
+  const int64_t N = b.B * b.T, C = d_.C;
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; n++) count += b.targets[n] >= 0;
+  if (count == 0) return std::numeric_limits<double>::quiet_NaN();
+  const float scale = 1.f / (float)count;
+  float* dlnf = nullptr;
+  if (backward) {
+    ensure(dln_, (size_t)(N * std::max(C, d_.D())));
+    dlnf = dln_.data();
+    std::memset(dlnf, 0, sizeof(float) * N * C);
+  }
+  classifier_forward_backward(losses_.data(), dlnf, backward ? g_.wte : nullptr, lnf_.data(), p_.wte, b.targets, N,
+                              C, d_.V, scale, cls_scratch_.data());
+  double sum = 0;
+  for (int64_t n = 0; n < N; n++) sum += losses_[n];
+  return sum / (double)count;
+}
+
+void AnchorModel::backward(const Batch& b) {
+  const int64_t N = b.B * b.T, C = d_.C, D = d_.D(), F = d_.F, H = d_.H, hd = d_.hd;
+  ensure(dresid_, (size_t)(N * C));
+  ensure(dq_raw_, (size_t)(N * D));
+  ensure(dk_raw_, (size_t)(N * D));
+  ensure(datt_, (size_t)(N * D));
+  ensure(dq_, (size_t)(N * D));
+  ensure(dk_, (size_t)(N * D));
+  ensure(dv_, (size_t)(N * D));
+  ensure(s_h_, (size_t)(N * F));
+  ensure(s_dh_, (size_t)(N * F));
+  ensure(s_dg_, (size_t)(N * F));
+  ensure(s_du_, (size_t)(N * F));
+  float* dresid = dresid_.data();
+  float* dln = dln_.data();  // holds dlnf from loss_and_grad
+  std::memset(dresid, 0, sizeof(float) * N * C);
+  rmsnorm_backward(dresid, g_.final_norm, dln, x_final_.data(), p_.final_norm, lnf_rstd_.data(), N, C);
+  for (int64_t l = d_.L - 1; l >= 0; l--) {
+    auto& a = acts_[l];
+    const auto& w = p_.layers[l];
+    auto& gw = g_.layers[l];
+    // out = h + FFN(norm2(h))
+    std::memset(dln, 0, sizeof(float) * N * C);
+    ffn_backward(dln, gw.w1, gw.w2, gw.w3, dresid, a.ln2.data(), a.gate.data(), a.up.data(), w.w1, w.w2, w.w3, N, C,
+                 F, s_h_.data(), s_dh_.data(), s_dg_.data(), s_du_.data());
+    rmsnorm_backward(dresid, gw.ffn_norm, dln, a.h_mid.data(), w.ffn_norm, a.ln2_rstd.data(), N, C);
+    // h = x + att Wo^T
+    std::memset(datt_.data(), 0, sizeof(float) * N * D);
+    linear_backward_input(datt_.data(), dresid, w.wo, N, C, D);
+    linear_backward_weight(gw.wo, dresid, a.att.data(), N, C, D);
+    std::memset(dq_.data(), 0, sizeof(float) * N * D);
+    std::memset(dk_.data(), 0, sizeof(float) * N * D);
+    std::memset(dv_.data(), 0, sizeof(float) * N * D);
+    attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), a.q.data(), a.k.data(), a.v.data(),
+                       a.att.data(), a.lse.data(), b.doc_start, b.B, b.T, H, hd, D);
+    rope_backward(dq_.data(), pos_.data(), N, H, hd, d_.rope_base);
+    rope_backward(dk_.data(), pos_.data(), N, H, hd, d_.rope_base);
+    std::memset(dq_raw_.data(), 0, sizeof(float) * N * D);
+    std::memset(dk_raw_.data(), 0, sizeof(float) * N * D);
+    rmsnorm_backward(dq_raw_.data(), gw.q_norm, dq_.data(), a.q_raw.data(), w.q_norm, a.q_rstd.data(), N, D);
+    rmsnorm_backward(dk_raw_.data(), gw.k_norm, dk_.data(), a.k_raw.data(), w.k_norm, a.k_rstd.data(), N, D);
+    // u = norm1(x); q_raw, k_raw, v = u Wq^T, u Wk^T, u Wv^T
+    std::memset(dln, 0, sizeof(float) * N * C);
+    linear_backward_input(dln, dq_raw_.data(), w.wqkv, N, D, C);
+    linear_backward_input(dln, dk_raw_.data(), w.wqkv + D * C, N, D, C);
+    linear_backward_input(dln, dv_.data(), w.wqkv + 2 * D * C, N, D, C);
+    linear_backward_weight(gw.wqkv, dq_raw_.data(), a.ln1.data(), N, D, C);
+    linear_backward_weight(gw.wqkv + D * C, dk_raw_.data(), a.ln1.data(), N, D, C);
+    linear_backward_weight(gw.wqkv + 2 * D * C, dv_.data(), a.ln1.data(), N, D, C);
+    rmsnorm_backward(dresid, gw.attn_norm, dln, a.x_in.data(), w.attn_norm, a.ln1_rstd.data(), N, C);
+  }
+  embedding_backward(g_.wte, dresid, b.tokens, N, C);
+}
+
+double AnchorModel::forward_backward(const Batch& b) {
+  forward(b);
+  double loss = loss_and_grad(b, true);
+  if (std::isnan(loss)) return loss;  // no targets: nothing to differentiate
+  backward(b);
+  return loss;
+}
+
+double AnchorModel::forward_loss(const Batch& b) {
+  forward(b);
+  return loss_and_grad(b, false);
+}
+
+void AnchorModel::last_logits(const int32_t* tokens, int64_t T, float* logits_out) {
+  std::vector<int32_t> targets((size_t)T, -1);
+  Batch b{tokens, targets.data(), nullptr, 1, T};
+  forward(b);
+  classifier_logits(logits_out, lnf_.data() + (T - 1) * d_.C, p_.wte, 1, d_.C, d_.V);
+}
+
+}  // namespace hm

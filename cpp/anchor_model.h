@@ -1,0 +1,82 @@
+// anchor_model.h — the anchor transformer (paper §2.1): pre-norm RMSNorm blocks with QK-norm over
+// the full q/k vectors, RoPE, causal attention, SwiGLU FFN, no biases, tied embeddings.
+//   h   = x + Wo · Attn(rope(qnorm(Wq u)), rope(knorm(Wk u)), Wv u),  u = norm1(x)
+//   out = h + W3 · (silu(W1 v) ⊙ W2 v),                                v = norm2(h)
+// Parameters and gradients live in caller-owned flat buffers (plain data, llm.c style); this
+// struct only holds dims, pointers into those buffers and the activation scratch.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hm {
+
+struct AnchorDims {
+  int64_t V, C, L, H, hd, F, T;  // vocab, d_model, layers, heads, head dim, ffn hidden, max seq len
+  float norm_eps;
+  double rope_base;
+  int64_t D() const { return H * hd; }
+};
+
+struct TensorSlot {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset, size;
+  bool decay;
+};
+
+// Flat parameter layout, in file order.
+std::vector<TensorSlot> anchor_layout(const AnchorDims& d);
+int64_t anchor_param_count(const AnchorDims& d);
+
+struct LayerParams {
+  float *attn_norm, *wqkv, *q_norm, *k_norm, *wo, *ffn_norm, *w1, *w2, *w3;
+};
+struct AnchorParams {
+  float* wte;
+  std::vector<LayerParams> layers;
+  float* final_norm;
+};
+AnchorParams anchor_params_view(const AnchorDims& d, float* base);
+
+// One batch: tokens/targets (B*T), doc_start (B*T) or null.
+struct Batch {
+  const int32_t* tokens;
+  const int32_t* targets;
+  const int32_t* doc_start;
+  int64_t B, T;
+};
+
+class AnchorModel {
+ public:
+  AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch);
+  // Forward + backward; adds gradients into grads. Returns mean loss over non-ignored targets.
+  double forward_backward(const Batch& batch);
+  // Forward only; returns mean loss (NaN if no target).
+  double forward_loss(const Batch& batch);
+  // Logits (V) of the last position of a single sequence of length T <= dims.T.
+  void last_logits(const int32_t* tokens, int64_t T, float* logits_out);
+
+  const AnchorDims& dims() const { return d_; }
+  int64_t max_batch() const { return max_batch_; }
+
+ private:
+  struct LayerActs {
+    std::vector<float> x_in, ln1, ln1_rstd, q_raw, k_raw, q_rstd, k_rstd, q, k, v, att, lse, h_mid, ln2,
+        ln2_rstd, gate, up;
+  };
+  void forward(const Batch& b);  // fills activations up to lnf
+  double loss_and_grad(const Batch& b, bool backward);
+  void backward(const Batch& b);
+
+  AnchorDims d_;
+  int64_t max_batch_;
+  AnchorParams p_, g_;
+  std::vector<LayerActs> acts_;
+  std::vector<float> x_final_, lnf_, lnf_rstd_, losses_, cls_scratch_;
+  std::vector<int32_t> pos_;
+  // backward scratch
+  std::vector<float> dresid_, dln_, dq_raw_, dk_raw_, datt_, dq_, dk_, dv_, s_h_, s_dh_, s_dg_, s_du_, ffn_hidden_;
+};
+
+}  // namespace hm

@@ -1,0 +1,47 @@
+#include "adamw.h"
+
+#include <cmath>
+#include <vector>
+
+#include "parallel.h"
+
+namespace hm {
+
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float wd, const AdamWHyper& h) {
+  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
+  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
+  const float b1 = h.beta1, b2 = h.beta2, s = h.grad_scale, lr = h.lr, eps = h.eps;
+  const float ibc1 = (float)(1.0 / bc1), ibc2 = (float)(1.0 / bc2);
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const float gi = g[i] * s;
+      const float mi = b1 * m[i] + (1.f - b1) * gi;
+      const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      const float mhat = mi * ibc1, vhat = vi * ibc2;
+      p[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * p[i]);
+    }
+  }, 4096);
+}
+
+double global_norm(const float* g, int64_t n) {
+  const int64_t grain = 4096;
+  const int64_t chunks = parallel_chunks(n, grain);
+  std::vector<double> part((size_t)std::max<int64_t>(chunks, 1), 0.0);
+  parallel_for(n, [&](int64_t i0, int64_t i1) {
+    double acc = 0;
+    for (int64_t i = i0; i < i1; i++) acc += (double)g[i] * g[i];
+    // find our chunk index: chunks are contiguous, recompute it from i0
+    for (int64_t c = 0; c < chunks; c++) {
+      int64_t b, e;
+      parallel_chunk_range(n, grain, chunks, c, &b, &e);
+      if (b == i0) { part[(size_t)c] = acc; break; }
+    }
+  }, grain);
+  double total = 0;
+  for (double x : part) total += x;
+  return std::sqrt(total);
+}
+
+}  // namespace hm

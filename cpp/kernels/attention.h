@@ -1,0 +1,16 @@
+// attention.h — causal multi-head attention, tiled over queries (flash-style: the scores of one
+// query tile against its key range live in a per-thread scratch of TILE x T floats; the T x T
+// matrix is never materialised). Backward recomputes the probabilities from the saved
+// log-sum-exp, as FlashAttention does.
+#pragma once
+#include <cstdint>
+namespace hm {
+// q, k, v, out: (B, T, H*hd) with row stride ld (>= H*hd); lse (B, H, T).
+// doc_start (B*T) or null: query t attends keys j with doc_start[t] <= j <= t (packed documents).
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       const int32_t* doc_start, int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ld);
+// dq, dk, dv (B, T, H*hd, stride ld) += ...
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const int32_t* doc_start, int64_t B,
+                        int64_t T, int64_t H, int64_t hd, int64_t ld);
+}  // namespace hm

@@ -1,0 +1,148 @@
+/**
+ * The raw native binding, typed. This file is the whole boundary between TypeScript and C++:
+ * nothing else in lib/ may call into the addon except through these signatures.
+ *
+ * Conventions (mirrored in cpp/kernels/*.h):
+ *  - Tensors are row-major Float32Array; shapes are given in the comments, N = B*T rows.
+ *  - Backward kernels ADD into every gradient output (llm.c style), so callers zero them first
+ *    when they want a plain gradient. In-place kernels (rope) say so.
+ *  - Every length, id and shape is checked by the binding; a violation throws an Error whose
+ *    message starts with "[E_CODE] " (turned into HiermemError by lib/native.ts).
+ */
+
+export interface AnchorDims {
+  vocabSize: number;
+  dModel: number;
+  nLayers: number;
+  nHeads: number;
+  headDim: number;
+  ffnHidden: number;
+  seqLen: number;
+  /** RMSNorm epsilon. */
+  normEps: number;
+  /** RoPE base frequency (paper: 1e5). */
+  ropeBase: number;
+}
+
+/** One named parameter tensor inside the flat parameter buffer. */
+export interface TensorSlot {
+  name: string;
+  shape: number[];
+  offset: number; // in floats
+  size: number; // in floats
+  /** true for matrices (weight decay applies), false for norm gains. */
+  decay: boolean;
+}
+
+export interface AdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** 1-based step count used for bias correction. */
+  step: number;
+  /** Multiplies every gradient before the update (gradient clipping passes min(1, clip/norm)). */
+  gradScale: number;
+}
+
+/** A batch handed to the native model. */
+export interface NativeBatch {
+  /** (B, T) token ids in [0, vocab). */
+  tokens: Int32Array;
+  /** (B, T) next-token targets, -1 = ignored position. */
+  targets: Int32Array;
+  /**
+   * (B, T) or null. For every position t, the index in its row where its document starts
+   * (0 <= docStart[t] <= t). Attention is masked to [docStart[t], t] and rotary positions restart
+   * at each document. null = one document per row.
+   */
+  docStart: Int32Array | null;
+  batchSize: number;
+}
+
+export interface NativeModel {
+  /** Forward + backward; grads are ADDED into the grads buffer. Returns mean loss over non-ignored targets. */
+  forwardBackward(batch: NativeBatch): number;
+  forwardBackwardAsync(batch: NativeBatch): Promise<number>;
+  /** Forward only; returns mean loss (NaN if every target is ignored). */
+  forwardLoss(batch: NativeBatch): number;
+  forwardLossAsync(batch: NativeBatch): Promise<number>;
+  /** Logits (V) of the last position of row 0 of a (1, T') prompt, T' <= seqLen. */
+  lastLogits(tokens: Int32Array): Float32Array;
+  /** True while an async call runs. */
+  readonly busy: boolean;
+}
+
+export interface NativeAddon {
+  readonly version: string;
+  readonly blas: string;
+
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+
+  /** Layout of the flat parameter buffer for these dims (same order as the safetensors file). */
+  anchorLayout(dims: AnchorDims): TensorSlot[];
+  /** params/grads are flat Float32Arrays of the layout's total size; the model keeps references. */
+  createAnchorModel(dims: AnchorDims, params: Float32Array, grads: Float32Array, maxBatch: number): NativeModel;
+
+  // ---- optimizer -------------------------------------------------------------------------
+  /** sqrt(sum g^2) accumulated in float64. */
+  globalNorm(grads: Float32Array): number;
+  /**
+   * AdamW over segments of the flat buffers: `segments` holds triples (offset, length, weightDecay).
+   * Decoupled weight decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p).
+   */
+  adamwStep(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array,
+            segments: Float64Array, hyper: AdamWHyper): void;
+  adamwStepAsync(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array,
+                 segments: Float64Array, hyper: AdamWHyper): Promise<void>;
+
+  // ---- single kernels, exposed for tests and references --------------------------------
+  /** out (N,C) = wte[tokens] ; wte (V,C). */
+  embeddingForward(out: Float32Array, tokens: Int32Array, wte: Float32Array, V: number, C: number): void;
+  /** dwte (V,C) += scatter of dout (N,C) by tokens. */
+  embeddingBackward(dwte: Float32Array, dout: Float32Array, tokens: Int32Array, V: number, C: number): void;
+  /** out (N,C) = x * rstd * w ; rstd (N). */
+  rmsnormForward(out: Float32Array, rstd: Float32Array, x: Float32Array, w: Float32Array, N: number, C: number, eps: number): void;
+  /** dx (N,C) += ..., dw (C) += ... */
+  rmsnormBackward(dx: Float32Array, dw: Float32Array, dout: Float32Array, x: Float32Array, w: Float32Array,
+                  rstd: Float32Array, N: number, C: number): void;
+  /** In place on x (N, H, hd) with per-row positions pos (N); rotate-half pairing (i, i + hd/2). */
+  ropeForward(x: Float32Array, pos: Int32Array, N: number, H: number, hd: number, base: number): void;
+  /** In place: dx (N,H,hd) rotated back (the transpose of the forward rotation). */
+  ropeBackward(dx: Float32Array, pos: Int32Array, N: number, H: number, hd: number, base: number): void;
+  /**
+   * Causal attention. q,k,v,out (B,T,H*hd); lse (B,H,T) log-sum-exp of the scaled scores.
+   * Scale 1/sqrt(hd). docStart as in NativeBatch (or null).
+   */
+  attentionForward(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+                   docStart: Int32Array | null, B: number, T: number, H: number, hd: number): void;
+  /** dq, dk, dv (B,T,H*hd) += ... */
+  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array,
+                    q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array,
+                    docStart: Int32Array | null, B: number, T: number, H: number, hd: number): void;
+  /** h (n) = silu(gate) * up. */
+  swigluForward(h: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /** dgate, dup (n) += ... */
+  swigluBackward(dgate: Float32Array, dup: Float32Array, dh: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+  /**
+   * y (N,C) = W3 (silu(W1 x) * (W2 x)); W1,W2 (F,C), W3 (C,F).
+   * gate, up (N,F) are written (kept for backward).
+   */
+  ffnForward(y: Float32Array, gate: Float32Array, up: Float32Array, x: Float32Array,
+             w1: Float32Array, w2: Float32Array, w3: Float32Array, N: number, C: number, F: number): void;
+  /** dx (N,C), dw1, dw2 (F,C), dw3 (C,F) += ... */
+  ffnBackward(dx: Float32Array, dw1: Float32Array, dw2: Float32Array, dw3: Float32Array, dy: Float32Array,
+              x: Float32Array, gate: Float32Array, up: Float32Array,
+              w1: Float32Array, w2: Float32Array, w3: Float32Array, N: number, C: number, F: number): void;
+  /**
+   * Tied classifier + softmax cross-entropy, fused: logits = x wte^T never leave a row chunk.
+   * losses (N) written (0 where target = -1). If dx/dwte are non-null, the gradient of
+   * gradScale * sum(losses) is ADDED into them.
+   */
+  classifierForwardBackward(losses: Float32Array, dx: Float32Array | null, dwte: Float32Array | null,
+                            x: Float32Array, wte: Float32Array, targets: Int32Array,
+                            N: number, C: number, V: number, gradScale: number): void;
+  /** C (M,N) = A (M,K) * B^T where B is (N,K) — the BLAS wrapper every linear layer uses. */
+  matmulNT(c: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number): void;
+}

@@ -1,0 +1,64 @@
+/**
+ * Loads the native addon (prebuild or local build, found by node-gyp-build) once, and wraps it so
+ * that the addon's "[E_CODE] message" errors surface as typed HiermemErrors.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { HiermemError, fromNativeError } from './errors.js';
+import type { NativeAddon } from './native-types.js';
+
+const require = createRequire(import.meta.url);
+
+/** The package root: dist/lib/native.js -> ../.. (also works from lib/ under tsx). */
+export function packageRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  return path.basename(path.dirname(here)) === 'dist' ? path.resolve(here, '../..') : path.resolve(here, '..');
+}
+
+let cached: NativeAddon | undefined;
+
+function wrapErrors<T extends object>(target: T): T {
+  return new Proxy(target, {
+    get(obj, key) {
+      const value: unknown = Reflect.get(obj, key);
+      if (typeof value !== 'function') return value;
+      return function (this: unknown, ...args: unknown[]) {
+        try {
+          const out: unknown = (value as (...a: unknown[]) => unknown).apply(obj, args);
+          if (out instanceof Promise) return out.catch((e: unknown) => { throw fromNativeError(e); });
+          // objects created by the addon (models) get the same error mapping
+          if (out !== null && typeof out === 'object' && !ArrayBuffer.isView(out) && !Array.isArray(out)) {
+            return wrapErrors(out);
+          }
+          return out;
+        } catch (e) {
+          throw fromNativeError(e);
+        }
+      };
+    },
+  });
+}
+
+/** The CPU addon. Throws HiermemError('E_NATIVE_UNAVAILABLE') with the platform named if none loads. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const root = packageRoot();
+  let raw: NativeAddon;
+  try {
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    raw = nodeGypBuild(root) as NativeAddon;
+  } catch (e) {
+    throw new HiermemError(
+      'E_NATIVE_UNAVAILABLE',
+      `no hiermem native addon for ${process.platform}-${process.arch} (node ${process.versions.node}, ` +
+        `N-API ${process.versions.napi}) under ${root}: install build tools (cmake, g++, libopenblas-dev) and run ` +
+        `"npm rebuild hiermem", or use a platform with a prebuild (linux-x64). Cause: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  cached = wrapErrors(raw);
+  const threads = Number(process.env.HIERMEM_THREADS ?? '');
+  if (Number.isInteger(threads) && threads > 0) cached.setNumThreads(threads);
+  return cached;
+}
