@@ -21,7 +21,10 @@ class Pool {
     stop_workers();
     size_ = std::max(1, n);
     stopping_ = false;
-    for (int i = 1; i < size_; i++) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers must ignore jobs that finished before they started: start them at the
+    // current generation.
+    const uint64_t gen = generation_;
+    for (int i = 1; i < size_; i++) workers_.emplace_back([this, i, gen] { worker_loop(i, gen); });
   }
   int size() const { return size_; }
 
@@ -45,9 +48,8 @@ class Pool {
   }
 
  private:
-  void worker_loop(int index) {
+  void worker_loop(int index, uint64_t seen) {
     tl_in_region = true;
-    uint64_t seen = 0;
     for (;;) {
       const std::function<void(int64_t)>* task;
       int64_t nchunks;
@@ -59,10 +61,11 @@ class Pool {
         task = task_;
         nchunks = nchunks_;
       }
-      if (index < nchunks) (*task)(index);
+      if (task == nullptr || index >= nchunks) continue;
+      (*task)(index);
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (index < nchunks && --pending_ == 0) done_cv_.notify_one();
+        if (--pending_ == 0) done_cv_.notify_one();
       }
     }
   }

@@ -274,3 +274,23 @@ export function assertThrowsCode(fn: () => unknown, codes: string | readonly str
   }
   assert.ok(threw, `${label}: expected a throw with code ${allowed.join(' or ')}, but nothing was thrown`);
 }
+
+// ---- input immutability ----------------------------------------------------------------------
+
+type Typed = Float32Array | Float64Array | Int32Array;
+
+/**
+ * Snapshots the bytes of the given arrays; the returned function asserts none of them changed
+ * (bitwise, so NaN and -0 are compared exactly). Use it around kernels whose inputs are read-only.
+ */
+export function snapshot(arrays: Record<string, Typed | null>): () => void {
+  const saved = Object.entries(arrays)
+    .filter((e): e is [string, Typed] => e[1] !== null)
+    .map(([name, a]) => [name, a, Buffer.from(new Uint8Array(a.buffer, a.byteOffset, a.byteLength))] as const);
+  return () => {
+    for (const [name, a, bytes] of saved) {
+      const now = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+      assert.ok(bytes.equals(now), `input ${name} was modified by the kernel`);
+    }
+  };
+}

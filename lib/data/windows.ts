@@ -20,6 +20,11 @@ export class WindowSampler {
     this.rng = new Rng(seed);
   }
 
+  /** The sampler's RNG state (saved in checkpoints; pass it back as `seed` to resume exactly). */
+  rngState(): number[] {
+    return Array.from(this.rng.state());
+  }
+
   /** A batch of `batchSize` windows at random offsets. */
   next(batchSize: number): Batch {
     const T = this.seqLen;

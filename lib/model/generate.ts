@@ -1,0 +1,57 @@
+/**
+ * Text generation: repeated next-token prediction with temperature and top-k sampling
+ * (temperature 0 = greedy). The context is re-run each token (no KV cache yet).
+ */
+import { check } from '../errors.js';
+import { Rng } from '../util/random.js';
+import type { AnchorModel } from './anchor.js';
+
+export interface GenerateOptions {
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  seed: number;
+  /** Stop when this token is produced (not included in the output). */
+  stopToken?: number;
+}
+
+export const DEFAULT_GENERATE: GenerateOptions = { maxTokens: 64, temperature: 0.8, topK: 40, seed: 1 };
+
+/** Samples one id from logits (V). */
+export function sampleToken(logits: Float32Array, temperature: number, topK: number, rng: Rng): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  if (temperature <= 0) return best;
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]!);
+  const k = topK > 0 ? Math.min(topK, order.length) : order.length;
+  const mx = logits[order[0]!]!;
+  const w = new Float64Array(k);
+  let sum = 0;
+  for (let i = 0; i < k; i++) {
+    w[i] = Math.exp((logits[order[i]!]! - mx) / temperature);
+    sum += w[i]!;
+  }
+  let u = rng.uniform() * sum;
+  for (let i = 0; i < k; i++) {
+    u -= w[i]!;
+    if (u <= 0) return order[i]!;
+  }
+  return order[k - 1]!;
+}
+
+export function generate(model: AnchorModel, prompt: Int32Array, options: Partial<GenerateOptions> = {}): Int32Array {
+  const o = { ...DEFAULT_GENERATE, ...options };
+  check(Number.isInteger(o.maxTokens) && o.maxTokens >= 0, 'E_INVALID_ARGUMENT', 'maxTokens must be an integer >= 0');
+  check(o.temperature >= 0 && Number.isFinite(o.temperature), 'E_INVALID_ARGUMENT', 'temperature must be >= 0');
+  const rng = new Rng(o.seed);
+  const ctx = Array.from(prompt);
+  const out: number[] = [];
+  for (let i = 0; i < o.maxTokens; i++) {
+    const logits = model.nextTokenLogits(Int32Array.from(ctx));
+    const t = sampleToken(logits, o.temperature, o.topK, rng);
+    if (o.stopToken !== undefined && t === o.stopToken) break;
+    out.push(t);
+    ctx.push(t);
+  }
+  return Int32Array.from(out);
+}

@@ -1,0 +1,124 @@
+/**
+ * Checkpoints: one safetensors file (PyTorch's `safetensors` opens it) holding the model's named
+ * tensors, optionally the AdamW moments and the trainer's RNG state, with the configs as JSON in
+ * the header's __metadata__. Written atomically (temp file, fsync, rename) by writeSafetensors.
+ */
+import { HiermemError } from '../errors.js';
+import { readSafetensors, writeSafetensors, type TensorToWrite, type TensorExpectation } from '../io/safetensors.js';
+import { AnchorModel } from '../model/anchor.js';
+import { type ModelConfig, resolveModelConfig } from '../model/config.js';
+import { type Tokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
+import { AdamW, type AdamWOptions } from './adamw.js';
+
+export const CHECKPOINT_FORMAT = 'hiermem-checkpoint';
+export const CHECKPOINT_VERSION = '1';
+
+/** Trainer progress saved with a checkpoint so a run can resume exactly. */
+export interface TrainerState {
+  step: number;
+  tokensSeen: number;
+  /** Data sampler RNG state (xoshiro128** words). */
+  rngState?: number[];
+  [key: string]: unknown;
+}
+
+export interface CheckpointContents {
+  model: AnchorModel;
+  tokenizer: Tokenizer;
+  optimizer?: AdamW;
+  trainer?: TrainerState;
+}
+
+export async function saveCheckpoint(path: string, c: CheckpointContents): Promise<void> {
+  const tensors: TensorToWrite[] = c.model.layout.map((s) => ({
+    name: s.name,
+    dtype: 'F32',
+    shape: s.shape,
+    data: c.model.tensor(s.name),
+  }));
+  const metadata: Record<string, string> = {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    model_config: JSON.stringify(c.model.config),
+    tokenizer: JSON.stringify(c.tokenizer.toJSON()),
+  };
+  if (c.optimizer) {
+    const n = c.model.paramCount;
+    tensors.push({ name: 'optimizer.adamw.m', dtype: 'F32', shape: [n], data: c.optimizer.m });
+    tensors.push({ name: 'optimizer.adamw.v', dtype: 'F32', shape: [n], data: c.optimizer.v });
+    metadata.optimizer = JSON.stringify({ ...c.optimizer.options, stepCount: c.optimizer.stepCount });
+  }
+  if (c.trainer) metadata.trainer = JSON.stringify(c.trainer);
+  await writeSafetensors(path, tensors, metadata);
+}
+
+function parseJsonField(path: string, meta: Record<string, string>, key: string): unknown {
+  const raw = meta[key];
+  if (raw === undefined) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata has no "${key}" entry`);
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata "${key}" is not valid JSON`);
+  }
+}
+
+export interface LoadCheckpointOptions {
+  maxBatch?: number;
+  /** Load the optimizer state too (default true when present). */
+  withOptimizer?: boolean;
+}
+
+export async function loadCheckpoint(path: string, options: LoadCheckpointOptions = {}): Promise<CheckpointContents> {
+  // First pass: header only (cheap), to validate the metadata before reading tensor data.
+  const { readSafetensorsHeader } = await import('../io/safetensors.js');
+  const header = await readSafetensorsHeader(path);
+  const meta = header.metadata;
+  if (meta.format !== CHECKPOINT_FORMAT) {
+    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: not a hiermem checkpoint (metadata.format = ${String(meta.format)})`);
+  }
+  if (meta.version !== CHECKPOINT_VERSION) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: checkpoint version ${String(meta.version)}, this build reads ${CHECKPOINT_VERSION}`);
+  }
+  const rawCfg = parseJsonField(path, meta, 'model_config');
+  if (rawCfg === null || typeof rawCfg !== 'object') throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: model_config is not an object`);
+  let config: ModelConfig;
+  try {
+    config = resolveModelConfig(rawCfg as ModelConfig);
+  } catch (e) {
+    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: invalid model_config: ${(e as Error).message}`, { cause: e });
+  }
+  const tokenizer = tokenizerFromJSON(parseJsonField(path, meta, 'tokenizer'));
+  if (tokenizer.vocabSize !== config.vocabSize) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} != model vocab ${config.vocabSize}`);
+  }
+  const model = AnchorModel.create(config, { maxBatch: options.maxBatch ?? 8, skipInit: true });
+  const expect = new Map<string, TensorExpectation>(model.layout.map((s) => [s.name, { dtype: 'F32', shape: s.shape }]));
+  const wantOptimizer = (options.withOptimizer ?? true) && meta.optimizer !== undefined;
+  if (wantOptimizer) {
+    expect.set('optimizer.adamw.m', { dtype: 'F32', shape: [model.paramCount] });
+    expect.set('optimizer.adamw.v', { dtype: 'F32', shape: [model.paramCount] });
+  }
+  const file = await readSafetensors(path, { expect, names: expect.keys() });
+  for (const s of model.layout) model.tensor(s.name).set(file.tensors.get(s.name)!.data as Float32Array);
+  const out: CheckpointContents = { model, tokenizer };
+  if (wantOptimizer) {
+    const o = parseJsonField(path, meta, 'optimizer') as Partial<AdamWOptions> & { stepCount?: unknown };
+    if (typeof o !== 'object' || o === null || typeof o.stepCount !== 'number' || !Number.isInteger(o.stepCount) || o.stepCount < 0) {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: optimizer metadata is malformed`);
+    }
+    const { stepCount, ...opts } = o;
+    const opt = new AdamW(model, opts);
+    opt.m.set(file.tensors.get('optimizer.adamw.m')!.data as Float32Array);
+    opt.v.set(file.tensors.get('optimizer.adamw.v')!.data as Float32Array);
+    opt.stepCount = stepCount as number;
+    out.optimizer = opt;
+  }
+  if (meta.trainer !== undefined) {
+    const t = parseJsonField(path, meta, 'trainer') as TrainerState;
+    if (typeof t !== 'object' || t === null || !Number.isInteger(t.step) || typeof t.tokensSeen !== 'number') {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: trainer metadata is malformed`);
+    }
+    out.trainer = t;
+  }
+  return out;
+}
