@@ -1,0 +1,35 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const run = promisify(execFile);
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../lib/cli/main.js');
+
+test('hiermem train writes a checkpoint, metrics, a loss chart and a JSON summary; generate reads it', async () => {
+  const out = await mkdtemp(path.join(tmpdir(), 'hiermem-cli-'));
+  const { stdout } = await run(process.execPath, [CLI, 'train', '--preset', 'tiny', '--steps', '6', '--batch-size', '2', '--eval-every', '3', '--out', out, '--json', '--no-progress']);
+  const summary = JSON.parse(stdout.trim());
+  assert.equal(summary.steps, 6);
+  assert.ok(Number.isFinite(summary.finalLoss) && summary.finalLoss > 0);
+  assert.ok(Number.isFinite(summary.valLoss));
+  assert.ok(summary.tokensPerSec > 0);
+  const svg = await readFile(path.join(out, 'loss.svg'), 'utf8');
+  assert.match(svg, /^<svg/);
+  const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(metrics.length, 6);
+  const gen = await run(process.execPath, [CLI, 'generate', '--checkpoint', path.join(out, 'checkpoint.safetensors'), '--prompt', 'Osmium', '--max-tokens', '5', '--temperature', '0']);
+  assert.ok(gen.stdout.startsWith('Osmium'));
+  await rm(out, { recursive: true });
+});
+
+test('bad CLI input exits with a typed error message, not a stack trace', async () => {
+  await assert.rejects(run(process.execPath, [CLI, 'generate', '--checkpoint', '/nonexistent/ck.safetensors', '--prompt', 'x']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', '/nonexistent.txt', '--steps', '1']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
+});
