@@ -48,14 +48,14 @@ static AdamWArgs parse_adamw(const Napi::CallbackInfo& info) {
       fail(env, "E_INVALID_ARGUMENT", std::string("hyper.") + k + " must be a finite number");
     return v.As<Napi::Number>().DoubleValue();
   };
-  a.hyper.lr = (float)num("lr");
-  a.hyper.beta1 = (float)num("beta1");
-  a.hyper.beta2 = (float)num("beta2");
-  a.hyper.eps = (float)num("eps");
+  a.hyper.lr = num("lr");
+  a.hyper.beta1 = num("beta1");
+  a.hyper.beta2 = num("beta2");
+  a.hyper.eps = num("eps");
   double step = num("step");
   if (step < 1 || step != std::floor(step)) fail(env, "E_INVALID_ARGUMENT", "hyper.step must be an integer >= 1");
   a.hyper.step = (int64_t)step;
-  a.hyper.grad_scale = (float)num("gradScale");
+  a.hyper.grad_scale = num("gradScale");
   if (!(a.hyper.beta1 >= 0 && a.hyper.beta1 < 1 && a.hyper.beta2 >= 0 && a.hyper.beta2 < 1 && a.hyper.eps > 0))
     fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
   return a;

@@ -53,8 +53,9 @@ export interface NativeBatch {
   targets: Int32Array;
   /**
    * (B, T) or null. For every position t, the index in its row where its document starts
-   * (0 <= docStart[t] <= t). Attention is masked to [docStart[t], t] and rotary positions restart
-   * at each document. null = one document per row.
+   * (0 <= docStart[t] <= t, and each position either continues the previous position's document or
+   * starts a new one at t). Attention is masked to [docStart[t], t] and rotary positions restart at
+   * each document. null = one document per row.
    */
   docStart: Int32Array | null;
   batchSize: number;
@@ -107,7 +108,7 @@ export interface NativeAddon {
   /** dx (N,C) += ..., dw (C) += ... */
   rmsnormBackward(dx: Float32Array, dw: Float32Array, dout: Float32Array, x: Float32Array, w: Float32Array,
                   rstd: Float32Array, N: number, C: number): void;
-  /** In place on x (N, H, hd) with per-row positions pos (N); rotate-half pairing (i, i + hd/2). */
+  /** In place on x (N, H, hd) with per-row positions pos (N) in [0, 2^24]; rotate-half pairing (i, i + hd/2); base > 1. */
   ropeForward(x: Float32Array, pos: Int32Array, N: number, H: number, hd: number, base: number): void;
   /** In place: dx (N,H,hd) rotated back (the transpose of the forward rotation). */
   ropeBackward(dx: Float32Array, pos: Int32Array, N: number, H: number, hd: number, base: number): void;

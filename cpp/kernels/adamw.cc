@@ -10,13 +10,14 @@ namespace hm {
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float wd, const AdamWHyper& h) {
   const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
   const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
-  const float b1 = h.beta1, b2 = h.beta2, s = h.grad_scale, lr = h.lr, eps = h.eps;
+  const float b1 = (float)h.beta1, b2 = (float)h.beta2, s = (float)h.grad_scale, lr = (float)h.lr, eps = (float)h.eps;
+  const float one_m_b1 = (float)(1.0 - h.beta1), one_m_b2 = (float)(1.0 - h.beta2);
   const float ibc1 = (float)(1.0 / bc1), ibc2 = (float)(1.0 / bc2);
   parallel_for(n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const float gi = g[i] * s;
-      const float mi = b1 * m[i] + (1.f - b1) * gi;
-      const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+      const float mi = b1 * m[i] + one_m_b1 * gi;
+      const float vi = b2 * v[i] + one_m_b2 * gi * gi;
       m[i] = mi;
       v[i] = vi;
       const float mhat = mi * ibc1, vhat = vi * ibc2;

@@ -10,21 +10,24 @@ namespace hm {
 
 static void rope_apply(float* x, const int32_t* pos, int64_t N, int64_t H, int64_t hd, double base, float sign) {
   const int64_t half = hd / 2;
-  int32_t maxpos = 0;
-  for (int64_t n = 0; n < N; n++) maxpos = std::max(maxpos, pos[n]);
-  // cos/sin table per (position, i), computed in double once per call.
-  std::vector<float> cs((size_t)(maxpos + 1) * half), sn((size_t)(maxpos + 1) * half);
-  for (int64_t i = 0; i < half; i++) {
-    double inv = std::pow(base, -2.0 * (double)i / (double)hd);
-    for (int32_t p = 0; p <= maxpos; p++) {
-      cs[(size_t)p * half + i] = (float)std::cos(p * inv);
-      sn[(size_t)p * half + i] = (float)std::sin(p * inv);
+  std::vector<double> inv((size_t)half);
+  for (int64_t i = 0; i < half; i++) inv[(size_t)i] = std::pow(base, -2.0 * (double)i / (double)hd);
+  // cos/sin table over the positions present (computed in double): positions are usually
+  // 0..T-1 shared by every row, so the table is small and reused; rows index it via slot[n].
+  std::vector<int32_t> uniq(pos, pos + N);
+  std::sort(uniq.begin(), uniq.end());
+  uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+  std::vector<float> cs(uniq.size() * half), sn(uniq.size() * half);
+  for (size_t u = 0; u < uniq.size(); u++)
+    for (int64_t i = 0; i < half; i++) {
+      cs[u * half + i] = (float)std::cos(uniq[u] * inv[(size_t)i]);
+      sn[u * half + i] = (float)std::sin(uniq[u] * inv[(size_t)i]);
     }
-  }
   parallel_for(N, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; n++) {
-      const float* c = cs.data() + (size_t)pos[n] * half;
-      const float* s = sn.data() + (size_t)pos[n] * half;
+      const size_t u = (size_t)(std::lower_bound(uniq.begin(), uniq.end(), pos[n]) - uniq.begin());
+      const float* c = cs.data() + u * half;
+      const float* s = sn.data() + u * half;
       for (int64_t h = 0; h < H; h++) {
         float* v = x + (n * H + h) * hd;
         for (int64_t i = 0; i < half; i++) {
