@@ -29,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterKernels(env, exports);
   RegisterOptimizer(env, exports);
   RegisterModel(env, exports);
+  RegisterMemory(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 #include "kernels/attention.h"
 #include "kernels/classifier.h"
 #include "kernels/embedding.h"
+#include "kernels/ffn_memory.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
@@ -192,7 +193,52 @@ static Napi::Value MatmulNT(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Memory part of the FFN for one layer. fetched (S, 3, R, C); seqSlot (B): slot per sequence or -1.
+static std::vector<MemoryGroup> check_groups(const Napi::CallbackInfo& info, size_t i_slots, int64_t B, int64_t T, int64_t S) {
+  auto env = info.Env();
+  const int32_t* slots = get_array<int32_t>(info, i_slots, "seqSlot", B);
+  for (int64_t b = 0; b < B; b++)
+    if (slots[b] < -1 || slots[b] >= S) fail(env, "E_INVALID_ARGUMENT", "seqSlot[" + std::to_string(b) + "] is outside [-1, S)");
+  return memory_groups(slots, B, T);
+}
+
+// (y, gateM, upM, x, fetched, seqSlot, B, T, C, R, S)
+static Napi::Value FfnMemoryForward(const Napi::CallbackInfo& info) {
+  int64_t B = get_int(info, 6, "B", 1, kMaxDim), T = get_int(info, 7, "T", 1, kMaxDim), C = get_int(info, 8, "C", 1, kMaxDim),
+          R = get_int(info, 9, "R", 1, kMaxDim), S = get_int(info, 10, "S", 1, kMaxDim);
+  const int64_t N = B * T;
+  auto groups = check_groups(info, 5, B, T, S);
+  float* y = get_array<float>(info, 0, "y", N * C);
+  float* gm = get_array<float>(info, 1, "gateM", N * R);
+  float* um = get_array<float>(info, 2, "upM", N * R);
+  const float* x = get_array<float>(info, 3, "x", N * C);
+  const float* f = get_array<float>(info, 4, "fetched", S * 3 * R * C);
+  std::vector<float> hidden((size_t)(N * R));
+  ffn_memory_forward(y, gm, um, hidden.data(), x, f, 3 * R * C, groups, C, R);
+  return info.Env().Undefined();
+}
+
+// (dx, dfetched, dy, x, gateM, upM, fetched, seqSlot, B, T, C, R, S)
+static Napi::Value FfnMemoryBackward(const Napi::CallbackInfo& info) {
+  int64_t B = get_int(info, 8, "B", 1, kMaxDim), T = get_int(info, 9, "T", 1, kMaxDim), C = get_int(info, 10, "C", 1, kMaxDim),
+          R = get_int(info, 11, "R", 1, kMaxDim), S = get_int(info, 12, "S", 1, kMaxDim);
+  const int64_t N = B * T;
+  auto groups = check_groups(info, 7, B, T, S);
+  float* dx = get_array<float>(info, 0, "dx", N * C);
+  float* df = get_array<float>(info, 1, "dfetched", S * 3 * R * C);
+  const float* dy = get_array<float>(info, 2, "dy", N * C);
+  const float* x = get_array<float>(info, 3, "x", N * C);
+  const float* gm = get_array<float>(info, 4, "gateM", N * R);
+  const float* um = get_array<float>(info, 5, "upM", N * R);
+  const float* f = get_array<float>(info, 6, "fetched", S * 3 * R * C);
+  std::vector<float> scratch((size_t)(4 * N * R));
+  ffn_memory_backward(dx, df, dy, x, gm, um, f, 3 * R * C, groups, C, R, scratch.data());
+  return info.Env().Undefined();
+}
+
 void RegisterKernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("ffnMemoryForward", Napi::Function::New(env, FfnMemoryForward));
+  exports.Set("ffnMemoryBackward", Napi::Function::New(env, FfnMemoryBackward));
   exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   exports.Set("rmsnormForward", Napi::Function::New(env, RmsnormForward));

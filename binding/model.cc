@@ -74,16 +74,63 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     float* params = get_array<float>(info, 1, "params", n);
     float* grads = get_array<float>(info, 2, "grads", n);
     int64_t max_batch = get_int(info, 3, "maxBatch", 1, 1 << 20);
+    MemoryConfig mem;
+    if (info.Length() > 4 && info[4].IsObject()) {
+      // memory = { R, layerToMemory: Int32Array (L) } — FFN-memory units per memory layer
+      auto o = info[4].As<Napi::Object>();
+      auto rv = o.Get("R");
+      double R = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
+      if (!(R >= 1 && R <= (1 << 20) && R == std::floor(R))) fail(env, "E_CONFIG_INVALID", "memory.R must be an integer >= 1");
+      mem.R = (int64_t)R;
+      const int32_t* map = get_array<int32_t>(o.Get("layerToMemory"), env, "memory.layerToMemory", d.L);
+      int32_t next = 0;
+      for (int64_t l = 0; l < d.L; l++) {
+        if (map[l] != -1 && map[l] != next)
+          fail(env, "E_CONFIG_INVALID", "memory.layerToMemory must number the memory layers 0, 1, ... in order (-1 = none)");
+        if (map[l] == next) next++;
+        mem.layer_to_mem.push_back(map[l]);
+      }
+      if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
+      mem.Lm = next;
+    }
     params_ref_ = Napi::Persistent(info[1].As<Napi::Object>());
     grads_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
-    model_ = std::make_unique<AnchorModel>(d, params, grads, max_batch);
+    model_ = std::make_unique<AnchorModel>(d, params, grads, max_batch, mem);
   }
 
  private:
   struct BatchArgs {
     Batch batch;
+    std::shared_ptr<MemoryBatch> memory;
     std::vector<Napi::Value> keep;
   };
+
+  // memory = { fetched, dfetched (or null for no gradient), seqSlot: Int32Array (B), numSlots }
+  std::shared_ptr<MemoryBatch> parse_memory(Napi::Env env, Napi::Value v, int64_t B, bool need_grad, std::vector<Napi::Value>& keep) {
+    if (v.IsNull() || v.IsUndefined()) return nullptr;
+    const auto& mc = model_->memory_config();
+    if (mc.R == 0) fail(env, "E_CONFIG_INVALID", "this model was created without memory layers");
+    if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory must be an object");
+    auto o = v.As<Napi::Object>();
+    auto ns = o.Get("numSlots");
+    double S = ns.IsNumber() ? ns.As<Napi::Number>().DoubleValue() : -1;
+    if (!(S >= 1 && S <= (double)B && S == std::floor(S))) fail(env, "E_INVALID_ARGUMENT", "memory.numSlots must be an integer in [1, batchSize]");
+    const int64_t slot = mc.Lm * 3 * mc.R * model_->dims().C;
+    auto m = std::make_shared<MemoryBatch>();
+    m->num_slots = (int64_t)S;
+    m->fetched = get_array<float>(o.Get("fetched"), env, "memory.fetched", m->num_slots * slot);
+    auto dv = o.Get("dfetched");
+    m->dfetched = (dv.IsNull() || dv.IsUndefined()) ? nullptr : get_array<float>(dv, env, "memory.dfetched", m->num_slots * slot);
+    if (need_grad && !m->dfetched) fail(env, "E_INVALID_ARGUMENT", "memory.dfetched is required for forwardBackward");
+    m->seq_slot = get_array<int32_t>(o.Get("seqSlot"), env, "memory.seqSlot", B);
+    for (int64_t b = 0; b < B; b++)
+      if (m->seq_slot[b] < -1 || m->seq_slot[b] >= m->num_slots)
+        fail(env, "E_INVALID_ARGUMENT", "memory.seqSlot[" + std::to_string(b) + "] = " + std::to_string(m->seq_slot[b]) + " is outside [-1, numSlots)");
+    keep.push_back(o.Get("fetched"));
+    keep.push_back(dv);
+    keep.push_back(o.Get("seqSlot"));
+    return m;
+  }
 
   void check_idle(Napi::Env env) {
     if (busy_) fail(env, "E_BUSY", "this model is already running an asynchronous call; await it first");
@@ -93,7 +140,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       fail(env, "E_DISPOSED", "the model's parameter buffers were detached");
   }
 
-  BatchArgs parse_batch(const Napi::CallbackInfo& info) {
+  BatchArgs parse_batch(const Napi::CallbackInfo& info, bool need_grad) {
     auto env = info.Env();
     check_idle(env);
     if (!info[0].IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
@@ -116,29 +163,32 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     check_tokens(env, "batch.targets", a.batch.targets, N, d.V, true);
     check_doc_start(env, a.batch.doc_start, B, d.T);
     a.keep = {o.Get("tokens"), o.Get("targets"), ds};
+    a.memory = parse_memory(env, o.Get("memory"), B, need_grad, a.keep);
+    a.batch.memory = a.memory.get();
     return a;
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
-    auto a = parse_batch(info);
+    auto a = parse_batch(info, true);
     return Napi::Number::New(info.Env(), model_->forward_backward(a.batch));
   }
   Napi::Value ForwardLoss(const Napi::CallbackInfo& info) {
-    auto a = parse_batch(info);
+    auto a = parse_batch(info, false);
     return Napi::Number::New(info.Env(), model_->forward_loss(a.batch));
   }
 
   Napi::Value RunAsync(const Napi::CallbackInfo& info, bool backward) {
-    auto a = parse_batch(info);
+    auto a = parse_batch(info, backward);
     auto result = std::make_shared<double>(0);
     AnchorModel* m = model_.get();
     Batch b = a.batch;
+    auto mem = a.memory;  // owned by the worker lambda below
     a.keep.push_back(Value());  // keep this model alive while the worker runs
     a.keep.push_back(params_ref_.Value());
     a.keep.push_back(grads_ref_.Value());
     busy_ = true;
     auto* w = new PromiseWorker(
-        info.Env(), [m, b, result, backward] { *result = backward ? m->forward_backward(b) : m->forward_loss(b); },
+        info.Env(), [m, b, mem, result, backward] { *result = backward ? m->forward_backward(b) : m->forward_loss(b); },
         [result](Napi::Env env) { return Napi::Number::New(env, *result); }, a.keep, [this] { busy_ = false; });
     auto p = w->Promise();
     w->Queue();
@@ -156,8 +206,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (T < 1 || T > d.T) fail(env, "E_SHAPE_MISMATCH", "prompt length must be in [1, " + std::to_string(d.T) + "], got " + std::to_string(T));
     const int32_t* tokens = get_array<int32_t>(info, 0, "tokens", T);
     check_tokens(env, "tokens", tokens, T, d.V, false);
+    std::vector<Napi::Value> keep;
+    auto mem = info.Length() > 1 ? parse_memory(env, info[1], 1, false, keep) : nullptr;
     auto out = Napi::Float32Array::New(env, (size_t)d.V);
-    model_->last_logits(tokens, T, out.Data());
+    model_->last_logits(tokens, T, out.Data(), mem.get());
     return out;
   }
 

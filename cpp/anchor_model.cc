@@ -68,8 +68,9 @@ AnchorParams anchor_params_view(const AnchorDims& d, float* base) {
   return p;
 }
 
-AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch)
-    : d_(d), max_batch_(max_batch), p_(anchor_params_view(d, params)), g_(anchor_params_view(d, grads)) {
+AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem)
+    : d_(d), mem_(mem), max_batch_(max_batch), p_(anchor_params_view(d, params)), g_(anchor_params_view(d, grads)) {
+  if (mem_.layer_to_mem.empty()) mem_.layer_to_mem.assign((size_t)d.L, -1);
   const size_t N = (size_t)(max_batch * d.T), C = (size_t)d.C, D = (size_t)d.D(), F = (size_t)d.F;
   acts_.resize((size_t)d.L);
   for (auto& a : acts_) {
@@ -91,6 +92,16 @@ AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64
     a.gate.resize(N * F);
     a.up.resize(N * F);
   }
+  const size_t NR = N * (size_t)mem_.R;
+  for (int64_t l = 0; l < d.L; l++) {
+    if (mem_.layer_to_mem[(size_t)l] < 0 || NR == 0) continue;
+    acts_[(size_t)l].gate_m.resize(NR);
+    acts_[(size_t)l].up_m.resize(NR);
+  }
+  if (NR) {
+    mem_hidden_.resize(NR);
+    mem_scratch_.resize(4 * NR);
+  }
   x_final_.resize(N * C);
   lnf_.resize(N * C);
   lnf_rstd_.resize(N);
@@ -105,6 +116,9 @@ void AnchorModel::forward(const Batch& b) {
   // Rotary positions restart at each document.
   for (int64_t n = 0; n < N; n++) pos_[n] = b.doc_start ? (int32_t)(n % b.T) - b.doc_start[n] : (int32_t)(n % b.T);
   embedding_forward(acts_[0].x_in.data(), b.tokens, p_.wte, N, C);
+  groups_.clear();
+  if (b.memory && mem_.R > 0) groups_ = memory_groups(b.memory->seq_slot, b.B, b.T);
+  const int64_t R = mem_.R, slot_stride = mem_.Lm * 3 * R * C;
   for (int64_t l = 0; l < d_.L; l++) {
     auto& a = acts_[l];
     const auto& w = p_.layers[l];
@@ -123,6 +137,10 @@ void AnchorModel::forward(const Batch& b) {
     rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.h_mid.data(), w.ffn_norm, N, C, d_.norm_eps);
     float* next = (l + 1 < d_.L) ? acts_[l + 1].x_in.data() : x_final_.data();
     ffn_forward(next, a.gate.data(), a.up.data(), ffn_hidden_.data(), a.ln2.data(), w.w1, w.w2, w.w3, N, C, F);
+    const int32_t j = mem_.layer_to_mem[(size_t)l];
+    if (j >= 0 && !groups_.empty())
+      ffn_memory_forward(next, a.gate_m.data(), a.up_m.data(), mem_hidden_.data(), a.ln2.data(),
+                         b.memory->fetched + j * 3 * R * C, slot_stride, groups_, C, R);
     for (int64_t i = 0; i < N * C; i++) next[i] += a.h_mid[i];
   }
   rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), x_final_.data(), p_.final_norm, N, C, d_.norm_eps);
@@ -176,6 +194,12 @@ void AnchorModel::backward(const Batch& b) {
     std::memset(dln, 0, sizeof(float) * N * C);
     ffn_backward(dln, gw.w1, gw.w2, gw.w3, dresid, a.ln2.data(), a.gate.data(), a.up.data(), w.w1, w.w2, w.w3, N, C,
                  F, s_h_.data(), s_dh_.data(), s_dg_.data(), s_du_.data());
+    const int32_t j = mem_.layer_to_mem[(size_t)l];
+    if (j >= 0 && !groups_.empty()) {
+      const int64_t R = mem_.R, off = j * 3 * R * C, slot_stride = mem_.Lm * 3 * R * C;
+      ffn_memory_backward(dln, b.memory->dfetched + off, dresid, a.ln2.data(), a.gate_m.data(), a.up_m.data(),
+                          b.memory->fetched + off, slot_stride, groups_, C, R, mem_scratch_.data());
+    }
     rmsnorm_backward(dresid, gw.ffn_norm, dln, a.h_mid.data(), w.ffn_norm, a.ln2_rstd.data(), N, C);
     // h = x + att Wo^T
     std::memset(datt_.data(), 0, sizeof(float) * N * D);
@@ -218,9 +242,9 @@ double AnchorModel::forward_loss(const Batch& b) {
   return loss_and_grad(b, false);
 }
 
-void AnchorModel::last_logits(const int32_t* tokens, int64_t T, float* logits_out) {
+void AnchorModel::last_logits(const int32_t* tokens, int64_t T, float* logits_out, const MemoryBatch* memory) {
   std::vector<int32_t> targets((size_t)T, -1);
-  Batch b{tokens, targets.data(), nullptr, 1, T};
+  Batch b{tokens, targets.data(), nullptr, 1, T, memory};
   forward(b);
   classifier_logits(logits_out, lnf_.data() + (T - 1) * d_.C, p_.wte, 1, d_.C, d_.V);
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ffn_memory.h"
+
 namespace hm {
 
 struct AnchorDims {
@@ -39,23 +41,40 @@ struct AnchorParams {
 };
 AnchorParams anchor_params_view(const AnchorDims& d, float* base);
 
-// One batch: tokens/targets (B*T), doc_start (B*T) or null.
+// FFN-memories (paper §2.3): R fetched hidden units in each memory layer.
+struct MemoryConfig {
+  int64_t R = 0, Lm = 0;
+  std::vector<int32_t> layer_to_mem;  // (L): memory layer index of each layer, -1 = none
+};
+
+// The fetched blocks of one batch: fetched / dfetched (S, Lm, 3, R, C); seq_slot (B): slot of each
+// sequence, -1 = no memory for that sequence. dfetched is ADDED to by backward.
+struct MemoryBatch {
+  const float* fetched;
+  float* dfetched;
+  const int32_t* seq_slot;
+  int64_t num_slots;
+};
+
+// One batch: tokens/targets (B*T), doc_start (B*T) or null, memory or null.
 struct Batch {
   const int32_t* tokens;
   const int32_t* targets;
   const int32_t* doc_start;
   int64_t B, T;
+  const MemoryBatch* memory = nullptr;
 };
 
 class AnchorModel {
  public:
-  AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch);
+  AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem = {});
   // Forward + backward; adds gradients into grads. Returns mean loss over non-ignored targets.
   double forward_backward(const Batch& batch);
   // Forward only; returns mean loss (NaN if no target).
   double forward_loss(const Batch& batch);
   // Logits (V) of the last position of a single sequence of length T <= dims.T.
-  void last_logits(const int32_t* tokens, int64_t T, float* logits_out);
+  void last_logits(const int32_t* tokens, int64_t T, float* logits_out, const MemoryBatch* memory = nullptr);
+  const MemoryConfig& memory_config() const { return mem_; }
 
   const AnchorDims& dims() const { return d_; }
   int64_t max_batch() const { return max_batch_; }
@@ -63,20 +82,22 @@ class AnchorModel {
  private:
   struct LayerActs {
     std::vector<float> x_in, ln1, ln1_rstd, q_raw, k_raw, q_rstd, k_rstd, q, k, v, att, lse, h_mid, ln2,
-        ln2_rstd, gate, up;
+        ln2_rstd, gate, up, gate_m, up_m;
   };
   void forward(const Batch& b);  // fills activations up to lnf
   double loss_and_grad(const Batch& b, bool backward);
   void backward(const Batch& b);
 
   AnchorDims d_;
+  MemoryConfig mem_;
+  std::vector<MemoryGroup> groups_;
   int64_t max_batch_;
   AnchorParams p_, g_;
   std::vector<LayerActs> acts_;
   std::vector<float> x_final_, lnf_, lnf_rstd_, losses_, cls_scratch_;
   std::vector<int32_t> pos_;
   // backward scratch
-  std::vector<float> dresid_, dln_, dq_raw_, dk_raw_, datt_, dq_, dk_, dv_, s_h_, s_dh_, s_dg_, s_du_, ffn_hidden_;
+  std::vector<float> dresid_, dln_, dq_raw_, dk_raw_, datt_, dq_, dk_, dv_, s_h_, s_dh_, s_dg_, s_du_, ffn_hidden_, mem_hidden_, mem_scratch_;
 };
 
 }  // namespace hm

@@ -45,6 +45,68 @@ export interface AdamWHyper {
   gradScale: number;
 }
 
+/** Shape of a memory bank (paper §3.4): k-ary tree of p = levels.length levels. */
+export interface NativeMemorySpec {
+  k: number;
+  /** r_l per level (hidden units a level-l block adds to each memory layer); 0 = no memory at that level. */
+  levels: number[];
+  /** Number of layers that carry memories (Lm). */
+  memoryLayers: number;
+  dModel: number;
+  /** One extra block of R = sum(levels) units: the paper's generic-memory control. */
+  generic: boolean;
+  /** Carry AdamW m, v and per-block step counts in the bank. */
+  optimizer: boolean;
+}
+
+/** One tensor of the bank file (safetensors); byteOffset is relative to the data section. */
+export interface BankTensorSlot {
+  name: string;
+  dtype: 'F32' | 'I32';
+  shape: number[];
+  /** 0-based level; levels.length = the generic block. */
+  level: number;
+  byteOffset: number;
+  byteSize: number;
+}
+
+export type BankStorage = { kind: 'ram' } | { kind: 'file'; path: string; dataStart: number; writable: boolean };
+
+export interface NativeMemoryBank {
+  /** fetched (S, Lm, 3, R, d) from paths (S, p); a path starting with -1 takes the generic block. */
+  gather(fetched: Float32Array, paths: Int32Array): void;
+  /** Sorted unique (level, node) pairs the paths fetch, flattened. */
+  uniqueBlocks(paths: Int32Array): Int32Array;
+  /** dblocks (blocks back to back, [Lm][3][r_l][d] each) += the matching rows of dfetched. */
+  scatterAdd(dblocks: Float32Array, blocks: Int32Array, dfetched: Float32Array, paths: Int32Array): void;
+  /** Row-sparse AdamW on the listed blocks; each block's own step count drives its bias correction. */
+  adamwUpdate(blocks: Int32Array, dblocks: Float32Array, hyper: Omit<AdamWHyper, 'step'>, weightDecay: number): void;
+  readBlock(kind: 'weight' | 'm' | 'v', level: number, node: number, out: Float32Array): void;
+  writeBlock(kind: 'weight' | 'm' | 'v', level: number, node: number, data: Float32Array): void;
+  blockSteps(level: number, node: number): number;
+  prefetch(paths: Int32Array): void;
+  /** mlock the first `levels` levels (best effort); returns an error text or null. */
+  pinLevels(levels: number): string | null;
+  flush(): void;
+  /** Writes the data section into the existing file at dataStart and fsyncs it. */
+  saveData(path: string, dataStart: number): void;
+  loadData(path: string, dataStart: number): void;
+  close(): void;
+  readonly bytes: number;
+  readonly isFile: boolean;
+}
+
+/** Memory inputs of one batch. */
+export interface NativeMemoryBatch {
+  /** (numSlots, Lm, 3, R, C), from NativeMemoryBank.gather. */
+  fetched: Float32Array;
+  /** Same shape; ADDED to by forwardBackward; null for forward only. */
+  dfetched: Float32Array | null;
+  /** (B): slot of each sequence, -1 = no memory. Consecutive equal slots share one GEMM. */
+  seqSlot: Int32Array;
+  numSlots: number;
+}
+
 /** A batch handed to the native model. */
 export interface NativeBatch {
   /** (B, T) token ids in [0, vocab). */
@@ -59,6 +121,7 @@ export interface NativeBatch {
    */
   docStart: Int32Array | null;
   batchSize: number;
+  memory?: NativeMemoryBatch | null;
 }
 
 export interface NativeModel {
@@ -69,7 +132,7 @@ export interface NativeModel {
   forwardLoss(batch: NativeBatch): number;
   forwardLossAsync(batch: NativeBatch): Promise<number>;
   /** Logits (V) of the last position of row 0 of a (1, T') prompt, T' <= seqLen. */
-  lastLogits(tokens: Int32Array): Float32Array;
+  lastLogits(tokens: Int32Array, memory?: NativeMemoryBatch | null): Float32Array;
   /** True while an async call runs. */
   readonly busy: boolean;
 }
@@ -84,7 +147,19 @@ export interface NativeAddon {
   /** Layout of the flat parameter buffer for these dims (same order as the safetensors file). */
   anchorLayout(dims: AnchorDims): TensorSlot[];
   /** params/grads are flat Float32Arrays of the layout's total size; the model keeps references. */
-  createAnchorModel(dims: AnchorDims, params: Float32Array, grads: Float32Array, maxBatch: number): NativeModel;
+  createAnchorModel(dims: AnchorDims, params: Float32Array, grads: Float32Array, maxBatch: number,
+                    memory?: { R: number; layerToMemory: Int32Array } | null): NativeModel;
+
+  // ---- memory bank ---------------------------------------------------------------------------
+  memoryBankTensors(spec: NativeMemorySpec): BankTensorSlot[];
+  createMemoryBank(spec: NativeMemorySpec, seed: number, storage: BankStorage): NativeMemoryBank;
+  /** Memory units of one layer's FFN: y (B*T, C) += ...; fetched (S, 3, R, C); gateM, upM (B*T, R) written. */
+  ffnMemoryForward(y: Float32Array, gateM: Float32Array, upM: Float32Array, x: Float32Array, fetched: Float32Array,
+                   seqSlot: Int32Array, B: number, T: number, C: number, R: number, S: number): void;
+  /** dx (B*T, C), dfetched (S, 3, R, C) += ... */
+  ffnMemoryBackward(dx: Float32Array, dfetched: Float32Array, dy: Float32Array, x: Float32Array, gateM: Float32Array,
+                    upM: Float32Array, fetched: Float32Array, seqSlot: Int32Array, B: number, T: number, C: number,
+                    R: number, S: number): void;
 
   // ---- optimizer -------------------------------------------------------------------------
   /** sqrt(sum g^2) accumulated in float64. */

@@ -256,17 +256,8 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-/**
- * Writes tensors atomically: into a temp file next to `path`, fsync, rename over `path`, fsync the
- * directory. Tensor bytes are streamed, never concatenated. On failure the temp file is removed and
- * any previous file at `path` is untouched. Bad arguments → E_INVALID_ARGUMENT / E_SHAPE_MISMATCH;
- * OS failures → E_IO.
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: readonly TensorToWrite[],
-  metadata?: Record<string, string>,
-): Promise<void> {
+/** Validates names, dtypes, shapes and metadata; returns the planned tensors and the header bytes. */
+function planFile(path: string, tensors: readonly TensorToWrite[], metadata: Record<string, string> | undefined): { planned: PlannedTensor[]; header: Uint8Array; total: number } {
   requireLittleEndian();
   if (typeof path !== 'string' || path.length === 0) {
     throw new HiermemError('E_INVALID_ARGUMENT', 'writeSafetensors: path must be a non-empty string');
@@ -315,7 +306,19 @@ export async function writeSafetensors(
   if (header.length > MAX_HEADER_BYTES) {
     throw new HiermemError('E_INVALID_ARGUMENT', `writeSafetensors ${path}: header would exceed ${MAX_HEADER_BYTES} bytes`);
   }
+  return { planned, header, total };
+}
 
+/**
+ * The atomic part shared by every writer: a temp file next to `path` gets the 8-byte length and
+ * the header, then `writeData` fills the data section; fsync, rename over `path`, fsync the
+ * directory. On failure the temp file is removed and any previous file at `path` is untouched.
+ */
+async function writeFileAtomically(
+  path: string,
+  header: Uint8Array,
+  writeData: (fh: FileHandle, tmpPath: string, dataStart: number) => Promise<void>,
+): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
   let fh: FileHandle | undefined;
   let renamed = false;
@@ -325,7 +328,7 @@ export async function writeSafetensors(
     new DataView(prefix.buffer).setBigUint64(0, BigInt(header.length), true);
     await writeAll(fh, prefix);
     await writeAll(fh, header);
-    for (const t of planned) await writeAll(fh, dataBytes(t, path));
+    await writeData(fh, tmp, 8 + header.length);
     await fh.sync();
     await fh.close();
     fh = undefined;
@@ -337,6 +340,52 @@ export async function writeSafetensors(
     if (!renamed) await unlink(tmp).catch(() => undefined);
     throw ioError(renamed ? 'writeSafetensors: cannot fsync the directory of' : 'writeSafetensors: cannot write', path, err);
   }
+}
+
+/**
+ * Writes tensors atomically: into a temp file next to `path`, fsync, rename over `path`, fsync the
+ * directory. Tensor bytes are streamed, never concatenated. On failure the temp file is removed and
+ * any previous file at `path` is untouched. Bad arguments → E_INVALID_ARGUMENT / E_SHAPE_MISMATCH;
+ * OS failures → E_IO.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: readonly TensorToWrite[],
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const { planned, header } = planFile(path, tensors, metadata);
+  await writeFileAtomically(path, header, async (fh) => {
+    for (const t of planned) await writeAll(fh, dataBytes(t, path));
+  });
+}
+
+/** A tensor of a file whose data section is written by someone else (e.g. native code). */
+export interface TensorLayout {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: readonly number[];
+}
+
+/**
+ * Creates a safetensors file atomically whose data section (tensors back to back, in the given
+ * order) starts as zeros — a sparse file, so a huge bank costs no disk until written — and is then
+ * filled by `fill(tmpPath, dataStart)` before the file is fsynced and renamed into place.
+ */
+export async function createSafetensorsFile(
+  path: string,
+  layout: readonly TensorLayout[],
+  metadata: Record<string, string> | undefined,
+  fill?: (tmpPath: string, dataStart: number) => Promise<void> | void,
+): Promise<{ dataStart: number; dataBytes: number }> {
+  const empty = new Uint8Array(0);
+  const { header, total } = planFile(path, layout.map((t) => ({ ...t, data: empty })), metadata);
+  let dataStart = 0;
+  await writeFileAtomically(path, header, async (fh, tmp, start) => {
+    dataStart = start;
+    await fh.truncate(start + total);
+    if (fill) await fill(tmp, start);
+  });
+  return { dataStart, dataBytes: total };
 }
 
 // ---------------------------------------------------------------------------------------------

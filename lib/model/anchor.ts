@@ -5,7 +5,7 @@
  */
 import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
-import type { NativeAddon, NativeBatch, NativeModel, TensorSlot } from '../native-types.js';
+import type { NativeAddon, NativeBatch, NativeMemoryBatch, NativeModel, TensorSlot } from '../native-types.js';
 import { type ModelConfig, resolveModelConfig, toDims, anchorParamCount } from './config.js';
 import { initAnchorParams } from './init.js';
 
@@ -17,6 +17,8 @@ export interface Batch {
   /** (B, seqLen) document start of each position (packed documents), or omitted. */
   docStart?: Int32Array | null;
   batchSize: number;
+  /** Fetched memory blocks for this batch (models created with memory layers only). */
+  memory?: NativeMemoryBatch | null;
 }
 
 export interface CreateModelOptions {
@@ -24,6 +26,8 @@ export interface CreateModelOptions {
   maxBatch?: number;
   /** Skip the random init (e.g. when loading a checkpoint next). */
   skipInit?: boolean;
+  /** FFN-memory units: R per memory layer, and which layers carry them (-1 = none). */
+  memory?: { R: number; layerToMemory: Int32Array } | null;
 }
 
 export class AnchorModel {
@@ -35,7 +39,10 @@ export class AnchorModel {
   private native: NativeModel | null;
   private readonly byName: Map<string, TensorSlot>;
 
-  private constructor(config: ModelConfig, addon: NativeAddon, maxBatch: number, skipInit: boolean) {
+  readonly memory: { R: number; layerToMemory: Int32Array } | null;
+
+  private constructor(config: ModelConfig, addon: NativeAddon, maxBatch: number, skipInit: boolean,
+                      memory: { R: number; layerToMemory: Int32Array } | null) {
     this.config = config;
     this.layout = addon.anchorLayout(toDims(config));
     const last = this.layout[this.layout.length - 1]!;
@@ -48,7 +55,8 @@ export class AnchorModel {
     this.byName = new Map(this.layout.map((s) => [s.name, s]));
     if (!skipInit) initAnchorParams(config, this.layout as TensorSlot[], this.params);
     this.maxBatch = maxBatch;
-    this.native = addon.createAnchorModel(toDims(config), this.params, this.grads, maxBatch);
+    this.memory = memory;
+    this.native = addon.createAnchorModel(toDims(config), this.params, this.grads, maxBatch, memory);
   }
 
   /** Creates a model with freshly initialised parameters (deterministic from config.seed). */
@@ -56,7 +64,7 @@ export class AnchorModel {
     const cfg = resolveModelConfig(config);
     const maxBatch = options.maxBatch ?? 8;
     check(Number.isInteger(maxBatch) && maxBatch >= 1, 'E_INVALID_ARGUMENT', `maxBatch must be a positive integer, got ${maxBatch}`);
-    return new AnchorModel(cfg, loadNative(), maxBatch, options.skipInit ?? false);
+    return new AnchorModel(cfg, loadNative(), maxBatch, options.skipInit ?? false, options.memory ?? null);
   }
 
   get paramCount(): number {
@@ -100,10 +108,10 @@ export class AnchorModel {
   }
 
   /** Next-token logits after a prompt (its last seqLen tokens are used). */
-  nextTokenLogits(prompt: Int32Array): Float32Array {
+  nextTokenLogits(prompt: Int32Array, memory?: NativeMemoryBatch | null): Float32Array {
     check(prompt.length > 0, 'E_INVALID_ARGUMENT', 'prompt must hold at least one token');
     const ctx = prompt.length > this.config.seqLen ? prompt.subarray(prompt.length - this.config.seqLen) : prompt;
-    return this.live().lastLogits(ctx);
+    return this.live().lastLogits(ctx, memory ?? null);
   }
 
   /** Frees the native model; further calls throw E_DISPOSED. */
@@ -122,6 +130,6 @@ export class AnchorModel {
   }
 
   private toNative(b: Batch): NativeBatch {
-    return { tokens: b.tokens, targets: b.targets, docStart: b.docStart ?? null, batchSize: b.batchSize };
+    return { tokens: b.tokens, targets: b.targets, docStart: b.docStart ?? null, batchSize: b.batchSize, memory: b.memory ?? null };
   }
 }

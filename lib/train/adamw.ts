@@ -55,14 +55,16 @@ export class AdamW {
   }
 
   /**
-   * One update with learning rate `lr`. Throws E_NON_FINITE (and leaves parameters untouched) if
-   * the gradient norm is not finite.
+   * One update with learning rate `lr`. Gradients are clipped by `gradNorm` (default: the norm of
+   * target.grads; pass a joint norm when other parameters, e.g. memories, are clipped together).
+   * Throws E_NON_FINITE (and leaves parameters untouched) if the norm is not finite.
    */
-  async step(target: Optimizable, lr: number): Promise<StepResult> {
+  async step(target: Optimizable, lr: number, gradNorm?: number): Promise<StepResult> {
     const native = loadNative();
-    const { gradNorm, gradScale } = this.prepare(target, lr, native.globalNorm(target.grads));
+    const r = this.prepare(target, lr, gradNorm ?? native.globalNorm(target.grads));
+    const { gradScale } = r;
     await native.adamwStepAsync(target.params, target.grads, this.m, this.v, this.segments, this.hyper(lr, gradScale));
-    return { gradNorm, gradScale };
+    return r;
   }
 
   stepSync(target: Optimizable, lr: number): StepResult {
@@ -72,14 +74,19 @@ export class AdamW {
     return r;
   }
 
+  /** The clipping factor for a gradient norm: min(1, clipNorm / norm). */
+  clipScale(gradNorm: number): number {
+    const clip = this.options.clipNorm;
+    return clip > 0 && gradNorm > clip ? clip / gradNorm : 1;
+  }
+
   private prepare(target: Optimizable, lr: number, gradNorm: number): StepResult {
     check(target.params.length === this.m.length, 'E_SHAPE_MISMATCH', 'optimizer state does not match the model size');
     check(Number.isFinite(lr) && lr >= 0, 'E_INVALID_ARGUMENT', `learning rate must be a finite number >= 0, got ${lr}`);
     if (!Number.isFinite(gradNorm)) {
       throw new HiermemError('E_NON_FINITE', `gradient norm is ${gradNorm}; update skipped`);
     }
-    const clip = this.options.clipNorm;
-    const gradScale = clip > 0 && gradNorm > clip ? clip / gradNorm : 1;
+    const gradScale = this.clipScale(gradNorm);
     this.stepCount++;
     return { gradNorm, gradScale };
   }

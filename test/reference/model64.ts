@@ -18,7 +18,19 @@ export interface Batch64 {
   T: number;
 }
 
-export function modelLoss64(cfg: ModelConfig, layout: readonly TensorSlot[], params: Float64Array, b: Batch64): number {
+/** Fetched FFN-memories: fetched (S, Lm, 3, R, C); seqSlot (B), -1 = none. */
+export interface Memory64 {
+  R: number;
+  layerToMemory: ArrayLike<number>;
+  fetched: Float64Array;
+  seqSlot: ArrayLike<number>;
+}
+
+/**
+ * Loss of the model; with `mem`, each sequence's FFN in a memory layer is ONE SwiGLU of width F + R
+ * over concatenated weights [W1; Wg], [W2; Wu], [W3, Wd^T] — the unfused definition (paper §2.3).
+ */
+export function modelLoss64(cfg: ModelConfig, layout: readonly TensorSlot[], params: Float64Array, b: Batch64, mem?: Memory64): number {
   const get = (name: string): Float64Array => {
     const s = layout.find((x) => x.name === name);
     if (!s) throw new Error(`no tensor ${name}`);
@@ -44,7 +56,38 @@ export function modelLoss64(cfg: ModelConfig, layout: readonly TensorSlot[], par
     const h = new Float64Array(N * C);
     for (let i = 0; i < N * C; i++) h[i] = x[i]! + proj[i]!;
     const u2 = rmsnormForward64(h, get(p + 'ffn_norm.weight'), N, C, eps).out;
-    const y = ffnForward64(u2, get(p + 'ffn.w1'), get(p + 'ffn.w2'), get(p + 'ffn.w3'), N, C, F).y;
+    const j = mem ? (mem.layerToMemory[l] as number) : -1;
+    let y: Float64Array;
+    if (!mem || j < 0) {
+      y = ffnForward64(u2, get(p + 'ffn.w1'), get(p + 'ffn.w2'), get(p + 'ffn.w3'), N, C, F).y;
+    } else {
+      y = new Float64Array(N * C);
+      const R = mem.R;
+      const slotFloats = (mem.fetched.length / Math.max(1, maxSlot(mem.seqSlot) + 1));
+      for (let bi = 0; bi < b.B; bi++) {
+        const rows = u2.subarray(bi * b.T * C, (bi + 1) * b.T * C);
+        const s = mem.seqSlot[bi] as number;
+        let yb: Float64Array;
+        if (s < 0) {
+          yb = ffnForward64(rows, get(p + 'ffn.w1'), get(p + 'ffn.w2'), get(p + 'ffn.w3'), b.T, C, F).y;
+        } else {
+          const base = s * slotFloats + j * 3 * R * C;
+          const wg = mem.fetched.subarray(base, base + R * C);
+          const wu = mem.fetched.subarray(base + R * C, base + 2 * R * C);
+          const wd = mem.fetched.subarray(base + 2 * R * C, base + 3 * R * C);
+          const w1 = concatRows64(get(p + 'ffn.w1'), wg);
+          const w2 = concatRows64(get(p + 'ffn.w2'), wu);
+          const w3 = new Float64Array(C * (F + R)); // [W3, Wd^T]: (C, F + R)
+          const a3 = get(p + 'ffn.w3');
+          for (let c = 0; c < C; c++) {
+            for (let f = 0; f < F; f++) w3[c * (F + R) + f] = a3[c * F + f]!;
+            for (let r = 0; r < R; r++) w3[c * (F + R) + F + r] = wd[r * C + c]!;
+          }
+          yb = ffnForward64(rows, w1, w2, w3, b.T, C, F + R).y;
+        }
+        y.set(yb, bi * b.T * C);
+      }
+    }
     x = new Float64Array(N * C);
     for (let i = 0; i < N * C; i++) x[i] = h[i]! + y[i]!;
   }
@@ -59,4 +102,17 @@ export function modelLoss64(cfg: ModelConfig, layout: readonly TensorSlot[], par
     }
   }
   return sum / count;
+}
+
+function concatRows64(a: Float64Array, b: Float64Array): Float64Array {
+  const out = new Float64Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function maxSlot(slots: ArrayLike<number>): number {
+  let m = -1;
+  for (let i = 0; i < slots.length; i++) m = Math.max(m, slots[i] as number);
+  return m;
 }

@@ -1,0 +1,235 @@
+/**
+ * MemoryBank: the tree of memory blocks, addressed by (level, node), stored either in RAM or in a
+ * memory-mapped safetensors file (the file may be far larger than RAM: opening it reads only the
+ * header, and a fetch touches only the fetched blocks' pages). Both backends sit behind one native
+ * object, so gather / scatter-add / row-sparse AdamW are the same code and give bit-identical
+ * results. Blocks are initialised lazily and deterministically from the seed on first fetch.
+ */
+import { HiermemError, check } from '../errors.js';
+import { loadNative } from '../native.js';
+import type { BankTensorSlot, NativeMemoryBank } from '../native-types.js';
+import { createSafetensorsFile, readSafetensorsHeader, type TensorLayout } from '../io/safetensors.js';
+import { type ResolvedMemorySpec, toNativeSpec } from './spec.js';
+
+export const BANK_FORMAT = 'hiermem-bank';
+export const BANK_VERSION = '1';
+
+export interface BankOptions {
+  seed: number;
+  /** Keep AdamW state (m, v, per-block steps) in the bank; needed to train it. Default true. */
+  optimizer?: boolean;
+}
+
+export interface OpenBankOptions {
+  writable?: boolean;
+  /** mlock the first n levels (the shallow ones every batch fetches); best effort. */
+  pinLevels?: number;
+}
+
+interface BankMeta {
+  spec: ResolvedMemorySpec;
+  dModel: number;
+  seed: number;
+  optimizer: boolean;
+}
+
+function metadataOf(m: BankMeta): Record<string, string> {
+  return {
+    format: BANK_FORMAT,
+    version: BANK_VERSION,
+    spec: JSON.stringify(m.spec),
+    d_model: String(m.dModel),
+    seed: String(m.seed),
+    optimizer: String(m.optimizer),
+  };
+}
+
+function layoutOf(slots: BankTensorSlot[]): TensorLayout[] {
+  return slots.map((s) => ({ name: s.name, dtype: s.dtype, shape: s.shape }));
+}
+
+export class MemoryBank {
+  readonly spec: ResolvedMemorySpec;
+  readonly dModel: number;
+  readonly seed: number;
+  readonly optimizer: boolean;
+  /** File path for a file-backed bank, undefined in RAM. */
+  readonly path: string | undefined;
+  private native: NativeMemoryBank | null;
+
+  private constructor(meta: BankMeta, native: NativeMemoryBank, path?: string) {
+    this.spec = meta.spec;
+    this.dModel = meta.dModel;
+    this.seed = meta.seed;
+    this.optimizer = meta.optimizer;
+    this.native = native;
+    this.path = path;
+  }
+
+  /** A bank in RAM (zero pages until blocks are touched). */
+  static createInMemory(spec: ResolvedMemorySpec, dModel: number, options: BankOptions): MemoryBank {
+    const meta = MemoryBank.meta(spec, dModel, options);
+    const native = loadNative().createMemoryBank(toNativeSpec(spec, dModel, meta.optimizer), meta.seed, { kind: 'ram' });
+    return new MemoryBank(meta, native);
+  }
+
+  /** Creates a bank file (sparse: no data is written until blocks are trained) and maps it. */
+  static async createFile(path: string, spec: ResolvedMemorySpec, dModel: number, options: BankOptions): Promise<MemoryBank> {
+    const meta = MemoryBank.meta(spec, dModel, options);
+    const slots = loadNative().memoryBankTensors(toNativeSpec(spec, dModel, meta.optimizer));
+    await createSafetensorsFile(path, layoutOf(slots), metadataOf(meta));
+    return MemoryBank.openFile(path, { writable: true });
+  }
+
+  /** Maps an existing bank file; reads and validates only its header. */
+  static async openFile(path: string, options: OpenBankOptions = {}): Promise<MemoryBank> {
+    const header = await readSafetensorsHeader(path);
+    const md = header.metadata;
+    if (md.format !== BANK_FORMAT) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: not a hiermem memory bank (format ${String(md.format)})`);
+    if (md.version !== BANK_VERSION) throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: bank version ${String(md.version)}, this build reads ${BANK_VERSION}`);
+    let meta: BankMeta;
+    try {
+      meta = { spec: JSON.parse(md.spec ?? '') as ResolvedMemorySpec, dModel: Number(md.d_model), seed: Number(md.seed), optimizer: md.optimizer === 'true' };
+    } catch {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata "spec" is not valid JSON`);
+    }
+    if (!Number.isInteger(meta.dModel) || !Number.isInteger(meta.seed) || typeof meta.spec !== 'object' || meta.spec === null) {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata is malformed`);
+    }
+    const nspec = toNativeSpec(meta.spec, meta.dModel, meta.optimizer);
+    const native = loadNative();
+    let slots: BankTensorSlot[];
+    try {
+      slots = native.memoryBankTensors(nspec);
+    } catch (e) {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank spec is invalid: ${(e as Error).message}`, { cause: e });
+    }
+    // The file's tensors must be exactly the layout this spec implies (names, dtypes, shapes, offsets).
+    const found = [...header.tensors.entries()];
+    if (found.length !== slots.length) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: ${found.length} tensors, the bank spec needs ${slots.length}`);
+    }
+    slots.forEach((s, i) => {
+      const [name, t] = found[i]!;
+      const ok = name === s.name && t.dtype === s.dtype && t.begin === s.byteOffset && t.end === s.byteOffset + s.byteSize &&
+        t.shape.length === s.shape.length && t.shape.every((d, j) => d === s.shape[j]);
+      if (!ok) throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tensor ${name} does not match the bank layout (expected ${s.name} ${s.dtype} [${s.shape.join(', ')}])`);
+    });
+    const nb = native.createMemoryBank(nspec, meta.seed, { kind: 'file', path, dataStart: header.dataStart, writable: options.writable ?? true });
+    const bank = new MemoryBank(meta, nb, path);
+    if (options.pinLevels) bank.live().pinLevels(options.pinLevels);
+    return bank;
+  }
+
+  private static meta(spec: ResolvedMemorySpec, dModel: number, o: BankOptions): BankMeta {
+    check(Number.isInteger(o.seed) && o.seed >= 0, 'E_INVALID_ARGUMENT', `bank seed must be an integer >= 0, got ${o.seed}`);
+    return { spec, dModel, seed: o.seed, optimizer: o.optimizer ?? true };
+  }
+
+  get levels(): number {
+    return this.spec.levels.length;
+  }
+  /** Hidden units per memory layer in a fetched slot (R). */
+  get unitsPerLayer(): number {
+    return this.spec.levels.reduce((a, b) => a + b, 0);
+  }
+  /** Floats of one fetched slot: Lm · 3 · R · d. */
+  get slotFloats(): number {
+    return this.spec.layers.length * 3 * this.unitsPerLayer * this.dModel;
+  }
+  get bytes(): number {
+    return this.live().bytes;
+  }
+
+  /** fetched (S, Lm, 3, R, d) for S paths (S, p); a path starting with -1 takes the generic block. */
+  gather(paths: Int32Array): Float32Array {
+    const S = paths.length / this.levels;
+    const fetched = new Float32Array(S * this.slotFloats);
+    this.live().gather(fetched, paths);
+    return fetched;
+  }
+
+  /** Pages in the blocks of upcoming paths (file banks) while the current step computes. */
+  prefetch(paths: Int32Array): void {
+    this.live().prefetch(paths);
+  }
+
+  /**
+   * Turns fetched-slot gradients into per-block gradients: the unique (level, node) blocks of
+   * these paths and their summed gradients (repeated paths add).
+   */
+  blockGradients(dfetched: Float32Array, paths: Int32Array): { blocks: Int32Array; grads: Float32Array } {
+    const n = this.live();
+    const blocks = n.uniqueBlocks(paths);
+    let size = 0;
+    for (let i = 0; i < blocks.length; i += 2) size += this.blockFloats(blocks[i]!);
+    const grads = new Float32Array(size);
+    n.scatterAdd(grads, blocks, dfetched, paths);
+    return { blocks, grads };
+  }
+
+  /** Row-sparse AdamW on the given blocks (each with its own step count); other blocks untouched. */
+  adamwUpdate(blocks: Int32Array, grads: Float32Array, h: { lr: number; beta1: number; beta2: number; eps: number; gradScale: number }, weightDecay: number): void {
+    this.live().adamwUpdate(blocks, grads, h, weightDecay);
+  }
+
+  blockFloats(level: number): number {
+    const rows = level < this.levels ? this.spec.levels[level]! : this.unitsPerLayer;
+    return this.spec.layers.length * 3 * rows * this.dModel;
+  }
+
+  readBlock(level: number, node: number, kind: 'weight' | 'm' | 'v' = 'weight'): Float32Array {
+    const out = new Float32Array(this.blockFloats(level));
+    this.live().readBlock(kind, level, node, out);
+    return out;
+  }
+
+  writeBlock(level: number, node: number, data: Float32Array, kind: 'weight' | 'm' | 'v' = 'weight'): void {
+    this.live().writeBlock(kind, level, node, data);
+  }
+
+  blockSteps(level: number, node: number): number {
+    return this.live().blockSteps(level, node);
+  }
+
+  /** Makes a file bank durable (msync); a no-op in RAM. */
+  flush(): void {
+    this.live().flush();
+  }
+
+  /** Writes the bank to a new file atomically (temp, fsync, rename). */
+  async save(path: string): Promise<void> {
+    const n = this.live();
+    const slots = loadNative().memoryBankTensors(toNativeSpec(this.spec, this.dModel, this.optimizer));
+    if (this.path === path) {
+      n.flush();
+      return;
+    }
+    const meta = { spec: this.spec, dModel: this.dModel, seed: this.seed, optimizer: this.optimizer };
+    await createSafetensorsFile(path, layoutOf(slots), metadataOf(meta), (tmp, dataStart) => n.saveData(tmp, dataStart));
+  }
+
+  /** Loads a bank file fully into RAM (e.g. to train without touching the file). */
+  static async loadIntoMemory(path: string): Promise<MemoryBank> {
+    const mapped = await MemoryBank.openFile(path, { writable: false });
+    const header = await readSafetensorsHeader(path);
+    const ram = MemoryBank.createInMemory(mapped.spec, mapped.dModel, { seed: mapped.seed, optimizer: mapped.optimizer });
+    mapped.close();
+    ram.live().loadData(path, header.dataStart);
+    return ram;
+  }
+
+  close(): void {
+    this.native?.close();
+    this.native = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  private live(): NativeMemoryBank {
+    if (!this.native) throw new HiermemError('E_DISPOSED', 'this memory bank was closed');
+    return this.native;
+  }
+}

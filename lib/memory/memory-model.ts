@@ -1,0 +1,146 @@
+/**
+ * HierarchicalModel: the anchor transformer plus a memory bank (paper §2). Every sequence of a
+ * batch carries a path (one node per level); the step gathers the blocks of the batch's distinct
+ * paths, runs the model with them as extra FFN units, turns the fetched-slot gradients into
+ * per-block gradients and applies row-sparse AdamW to exactly those blocks. Clipping uses the
+ * joint norm of anchor and memory gradients.
+ *
+ * Path conventions (rows of `paths`, p entries each): a tree path; a row starting with -1 takes
+ * the generic memory (paper's control); a row starting with -2 uses no memory (anchor alone).
+ */
+import { HiermemError, check } from '../errors.js';
+import { loadNative } from '../native.js';
+import type { NativeMemoryBatch } from '../native-types.js';
+import { AnchorModel, type Batch } from '../model/anchor.js';
+import { AdamW } from '../train/adamw.js';
+import { MemoryBank } from './bank.js';
+import { layerToMemory } from './spec.js';
+
+export const GENERIC_PATH = -1;
+export const NO_MEMORY_PATH = -2;
+
+export interface PathBatch extends Batch {
+  /** (B, p): one path per sequence. */
+  paths: Int32Array;
+}
+
+export interface MemoryStepOptions {
+  anchorLr: number;
+  memoryLr: number;
+  /** Weight decay of memory blocks (paper: 1e-3); applied only to fetched blocks (lazy). */
+  memoryWeightDecay: number;
+  /** Frozen anchor ("post-hoc" memories): only the bank is updated. */
+  freezeAnchor: boolean;
+}
+
+export interface MemoryStepResult {
+  loss: number;
+  gradNorm: number;
+  /** Distinct blocks updated this step. */
+  blocksUpdated: number;
+}
+
+/** Distinct memory paths of a batch and the slot each sequence uses (-1 = no memory). */
+export function slotsOf(paths: Int32Array, batchSize: number, levels: number): { slotPaths: Int32Array; seqSlot: Int32Array } {
+  check(paths.length === batchSize * levels, 'E_SHAPE_MISMATCH', `paths has ${paths.length} entries, expected batchSize * levels = ${batchSize * levels}`);
+  const index = new Map<string, number>();
+  const rows: number[] = [];
+  const seqSlot = new Int32Array(batchSize);
+  for (let b = 0; b < batchSize; b++) {
+    const row = paths.subarray(b * levels, (b + 1) * levels);
+    if (row[0] === NO_MEMORY_PATH) {
+      seqSlot[b] = -1;
+      continue;
+    }
+    const key = row[0] === GENERIC_PATH ? 'g' : row.join(',');
+    let s = index.get(key);
+    if (s === undefined) {
+      s = index.size;
+      index.set(key, s);
+      rows.push(b);
+    }
+    seqSlot[b] = s;
+  }
+  const slotPaths = new Int32Array(rows.length * levels);
+  rows.forEach((b, s) => slotPaths.set(paths.subarray(b * levels, (b + 1) * levels), s * levels));
+  return { slotPaths, seqSlot };
+}
+
+export class HierarchicalModel {
+  readonly anchor: AnchorModel;
+  readonly bank: MemoryBank;
+
+  private constructor(anchor: AnchorModel, bank: MemoryBank) {
+    this.anchor = anchor;
+    this.bank = bank;
+  }
+
+  /**
+   * Wraps an anchor (its parameters are copied into a model sized for the memory units) and a bank.
+   * The bank's dModel and memory layers must fit the anchor.
+   */
+  static fromAnchor(anchor: AnchorModel, bank: MemoryBank, maxBatch = anchor.maxBatch): HierarchicalModel {
+    const cfg = anchor.config;
+    if (bank.dModel !== cfg.dModel) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `bank dModel ${bank.dModel} != anchor dModel ${cfg.dModel}`);
+    }
+    const maxLayer = Math.max(...bank.spec.layers);
+    if (maxLayer >= cfg.nLayers) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `bank puts memory in layer ${maxLayer}, the anchor has ${cfg.nLayers} layers`);
+    }
+    const model = AnchorModel.create(cfg, {
+      maxBatch, skipInit: true, memory: { R: bank.unitsPerLayer, layerToMemory: layerToMemory(bank.spec, cfg.nLayers) },
+    });
+    model.params.set(anchor.params);
+    return new HierarchicalModel(model, bank);
+  }
+
+  get levels(): number {
+    return this.bank.levels;
+  }
+
+  /** Gathers the batch's blocks; `withGrad` also allocates their gradient buffer. */
+  private memoryFor(batch: PathBatch, withGrad: boolean): { mem: NativeMemoryBatch | null; slotPaths: Int32Array } {
+    const { slotPaths, seqSlot } = slotsOf(batch.paths, batch.batchSize, this.levels);
+    const numSlots = slotPaths.length / this.levels;
+    if (numSlots === 0) return { mem: null, slotPaths };
+    const fetched = this.bank.gather(slotPaths);
+    const dfetched = withGrad ? new Float32Array(fetched.length) : null;
+    return { mem: { fetched, dfetched, seqSlot, numSlots }, slotPaths };
+  }
+
+  /** Mean loss of a batch with its memories (no update). */
+  async loss(batch: PathBatch): Promise<number> {
+    const { mem } = this.memoryFor(batch, false);
+    return this.anchor.loss({ ...batch, memory: mem });
+  }
+
+  /** One training step; throws E_NON_FINITE (nothing updated) if the loss or gradients are not finite. */
+  async trainStep(batch: PathBatch, optimizer: AdamW, o: MemoryStepOptions): Promise<MemoryStepResult> {
+    const { mem, slotPaths } = this.memoryFor(batch, true);
+    this.anchor.zeroGrad();
+    const loss = await this.anchor.forwardBackward({ ...batch, memory: mem });
+    if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}; step skipped`);
+    const native = loadNative();
+    const memGrads = mem ? this.bank.blockGradients(mem.dfetched!, slotPaths) : null;
+    const memNorm = memGrads ? native.globalNorm(memGrads.grads) : 0;
+    const anchorNorm = o.freezeAnchor ? 0 : native.globalNorm(this.anchor.grads);
+    const gradNorm = Math.sqrt(memNorm * memNorm + anchorNorm * anchorNorm);
+    if (!Number.isFinite(gradNorm)) throw new HiermemError('E_NON_FINITE', `gradient norm is ${gradNorm}; step skipped`);
+    if (!o.freezeAnchor) await optimizer.step(this.anchor, o.anchorLr, gradNorm);
+    if (memGrads) {
+      const oo = optimizer.options;
+      this.bank.adamwUpdate(memGrads.blocks, memGrads.grads,
+        { lr: o.memoryLr, beta1: oo.beta1, beta2: oo.beta2, eps: oo.eps, gradScale: optimizer.clipScale(gradNorm) }, o.memoryWeightDecay);
+    }
+    return { loss, gradNorm, blocksUpdated: memGrads ? memGrads.blocks.length / 2 : 0 };
+  }
+
+  /** Next-token logits of a prompt with one path's memory (or the generic / no memory). */
+  nextTokenLogits(prompt: Int32Array, path: Int32Array): Float32Array {
+    check(path.length === this.levels, 'E_SHAPE_MISMATCH', `path must have ${this.levels} entries`);
+    if (path[0] === NO_MEMORY_PATH) return this.anchor.nextTokenLogits(prompt);
+    const fetched = this.bank.gather(path);
+    return this.anchor.nextTokenLogits(prompt, { fetched, dfetched: null, seqSlot: Int32Array.of(0), numSlots: 1 });
+  }
+}
