@@ -100,15 +100,23 @@ export function packByLeaf(c: LeafCorpus, o: PackOptions): PackedSequence[] {
 }
 
 export interface PathSamplerOptions {
-  seed: number | Uint32Array;
+  seed: number;
+  /** Resume exactly where a sampler stopped (its `rngState()`, saved in a checkpoint). */
+  state?: readonly number[];
   /** Use the generic memory for a sequence with probability 1/(k+1) (paper §4.5); 0 = never. */
   genericK?: number;
 }
 
-/** Epochs over packed sequences, globally shuffled; each batch is sorted by path (grouped GEMMs). */
+/**
+ * Epochs over packed sequences, globally shuffled; each batch is sorted by path (grouped GEMMs).
+ * Epoch e's order is a permutation drawn from (seed, e) alone, so the sampler's whole state is
+ * (seed, epoch, position, generic-choice RNG) and a resumed run sees the same data order.
+ */
 export class PathBatchSampler {
   readonly sequences: readonly PackedSequence[];
-  readonly rng: Rng;
+  private readonly seed: number;
+  private rng: Rng;
+  private epoch = -1;
   private order: number[] = [];
   private pos = 0;
   private readonly genericK: number;
@@ -116,19 +124,33 @@ export class PathBatchSampler {
   constructor(sequences: readonly PackedSequence[], o: PathSamplerOptions) {
     if (sequences.length === 0) throw new HiermemError('E_INVALID_ARGUMENT', 'no packed sequences to sample');
     this.sequences = sequences;
-    this.rng = new Rng(o.seed);
+    this.seed = o.seed;
     this.genericK = o.genericK ?? 0;
+    this.rng = new Rng(o.seed ^ 0x5bd1e995);
+    if (o.state) {
+      const st = o.state;
+      check(st.length === 7 && st.every((x) => Number.isInteger(x)) && st[0] === o.seed, 'E_CHECKPOINT_CORRUPT',
+        'sampler state does not belong to this seed or is malformed');
+      this.epoch = st[1]! - 1;
+      this.startEpoch();
+      this.pos = st[2]!;
+      this.rng = new Rng(Uint32Array.from(st.slice(3)));
+    }
   }
 
+  /** [seed, epoch, position, rng x4]: pass back as `state` to resume. */
   rngState(): number[] {
-    return Array.from(this.rng.state());
+    return [this.seed, this.epoch, this.pos, ...Array.from(this.rng.state())];
+  }
+
+  private startEpoch(): void {
+    this.epoch++;
+    this.order = new Rng((this.seed * 0x9e3779b1 + this.epoch) >>> 0).shuffle(Array.from(this.sequences.keys()));
+    this.pos = 0;
   }
 
   private nextIndex(): number {
-    if (this.pos >= this.order.length) {
-      this.order = this.rng.shuffle(Array.from(this.sequences.keys()));
-      this.pos = 0;
-    }
+    if (this.epoch < 0 || this.pos >= this.order.length) this.startEpoch();
     return this.order[this.pos++]!;
   }
 

@@ -27,6 +27,8 @@ export interface CheckpointContents {
   tokenizer: Tokenizer;
   optimizer?: AdamW;
   trainer?: TrainerState;
+  /** Further string metadata (e.g. the memory bank beside this checkpoint). */
+  extraMetadata?: Record<string, string>;
 }
 
 export async function saveCheckpoint(path: string, c: CheckpointContents): Promise<void> {
@@ -37,6 +39,7 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
     data: c.model.tensor(s.name),
   }));
   const metadata: Record<string, string> = {
+    ...c.extraMetadata,
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
     model_config: JSON.stringify(c.model.config),
@@ -101,6 +104,8 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   const file = await readSafetensors(path, { expect, names: expect.keys() });
   for (const s of model.layout) model.tensor(s.name).set(file.tensors.get(s.name)!.data as Float32Array);
   const out: CheckpointContents = { model, tokenizer };
+  const extra = Object.fromEntries(Object.entries(meta).filter(([k]) => !['format', 'version', 'model_config', 'tokenizer', 'optimizer', 'trainer'].includes(k)));
+  if (Object.keys(extra).length) out.extraMetadata = extra;
   if (wantOptimizer) {
     const o = parseJsonField(path, meta, 'optimizer') as Partial<AdamWOptions> & { stepCount?: unknown };
     if (typeof o !== 'object' || o === null || typeof o.stepCount !== 'number' || !Number.isInteger(o.stepCount) || o.stepCount < 0) {

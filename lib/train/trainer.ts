@@ -84,52 +84,72 @@ export async function evaluate(model: AnchorModel, source: BatchSource, batches:
   return sum / batches;
 }
 
-export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
+/** What the loop needs from a model: one update, a loss, and a checkpoint writer. */
+export interface Stepper<B extends Batch> {
+  /** One update at learning rate lr; throws HiermemError E_NON_FINITE when the step had to be skipped. */
+  step(batch: B, lr: number): Promise<{ loss: number; gradNorm: number }>;
+  loss(batch: B): Promise<number>;
+  save?(path: string, state: TrainerState): Promise<void>;
+}
+
+export interface Source<B extends Batch> {
+  next(batchSize: number): B;
+  rngState?(): number[];
+}
+
+/**
+ * The training loop shared by every mode: schedule, guarded steps, periodic eval and checkpoints,
+ * progress events and AbortSignal.
+ */
+export async function trainLoop<B extends Batch>(
+  stepper: Stepper<B>, source: Source<B>, val: Source<B> | undefined, start: TrainerState | undefined,
+  options: Partial<TrainOptions> & { steps: number }, seqLen: number,
+): Promise<TrainHistory> {
   const o: TrainOptions = { ...DEFAULT_TRAIN, ...options };
   check(Number.isInteger(o.steps) && o.steps >= 0, 'E_INVALID_ARGUMENT', `steps must be an integer >= 0, got ${o.steps}`);
-  check(Number.isInteger(o.batchSize) && o.batchSize >= 1 && o.batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT',
-    `batchSize must be in [1, ${ctx.model.maxBatch}] (the model's maxBatch), got ${o.batchSize}`);
-  const { model, optimizer } = ctx;
+  check(Number.isInteger(o.batchSize) && o.batchSize >= 1, 'E_INVALID_ARGUMENT', `batchSize must be a positive integer, got ${o.batchSize}`);
   const hist: TrainHistory = { steps: [], losses: [], valSteps: [], valLosses: [], skippedSteps: 0, tokensPerSec: 0, elapsedSec: 0 };
-  let step = ctx.start?.step ?? 0;
-  let tokensSeen = ctx.start?.tokensSeen ?? 0;
+  let step = start?.step ?? 0;
+  let tokensSeen = start?.tokensSeen ?? 0;
   let badInARow = 0;
   const t0 = performance.now();
   let tokensThisRun = 0;
   const schedule = { maxLr: o.lr, minLr: o.minLr, warmupSteps: o.warmupSteps, totalSteps: o.steps };
 
   const checkpoint = async () => {
-    if (!o.checkpointPath) return;
-    const trainer: TrainerState = { step, tokensSeen };
-    const rng = ctx.train.rngState?.();
-    if (rng) trainer.rngState = rng;
-    await saveCheckpoint(o.checkpointPath, { model, tokenizer: ctx.tokenizer, optimizer, trainer });
+    if (!o.checkpointPath || !stepper.save) return;
+    const state: TrainerState = { step, tokensSeen };
+    const rng = source.rngState?.();
+    if (rng) state.rngState = rng;
+    await stepper.save(o.checkpointPath, state);
+  };
+  const evaluateVal = async () => {
+    let sum = 0;
+    for (let i = 0; i < o.evalBatches; i++) sum += await stepper.loss(val!.next(o.batchSize));
+    return sum / o.evalBatches;
   };
 
   while (step < o.steps) {
     if (o.signal?.aborted) throw new HiermemError('E_ABORTED', `training aborted at step ${step}`);
-    const batch = ctx.train.next(o.batchSize);
+    const batch = source.next(o.batchSize);
     const lr = cosineLr(step, schedule);
-    model.zeroGrad();
-    const loss = await model.forwardBackward(batch);
+    let loss = Number.NaN;
     let gradNorm = Number.NaN;
-    let ok = Number.isFinite(loss);
-    if (ok) {
-      try {
-        gradNorm = (await optimizer.step(model, lr)).gradNorm;
-      } catch (e) {
-        if (!(e instanceof HiermemError && e.code === 'E_NON_FINITE')) throw e;
-        ok = false;
-      }
+    let ok = true;
+    try {
+      ({ loss, gradNorm } = await stepper.step(batch, lr));
+    } catch (e) {
+      if (!(e instanceof HiermemError && e.code === 'E_NON_FINITE')) throw e;
+      ok = false;
     }
     step++;
-    const ntok = batch.batchSize * model.config.seqLen;
+    const ntok = batch.batchSize * seqLen;
     tokensSeen += ntok;
     tokensThisRun += ntok;
     if (!ok) {
       hist.skippedSteps++;
       if (++badInARow >= o.maxBadSteps) {
-        throw new HiermemError('E_NON_FINITE', `${badInARow} consecutive steps had a non-finite loss or gradient (last loss ${loss}, step ${step}); stopping`);
+        throw new HiermemError('E_NON_FINITE', `${badInARow} consecutive steps had a non-finite loss or gradient (step ${step}); stopping`);
       }
     } else {
       badInARow = 0;
@@ -137,8 +157,8 @@ export async function train(ctx: TrainContext, options: Partial<TrainOptions> & 
       hist.losses.push(loss);
     }
     let valLoss: number | undefined;
-    if (ctx.val && o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps)) {
-      valLoss = await evaluate(model, ctx.val, o.evalBatches, o.batchSize);
+    if (val && o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps)) {
+      valLoss = await evaluateVal();
       hist.valSteps.push(step);
       hist.valLosses.push(valLoss);
     }
@@ -153,4 +173,25 @@ export async function train(ctx: TrainContext, options: Partial<TrainOptions> & 
   hist.elapsedSec = (performance.now() - t0) / 1000;
   hist.tokensPerSec = tokensThisRun / Math.max(hist.elapsedSec, 1e-9);
   return hist;
+}
+
+/** The anchor alone: forward/backward, clipped AdamW. */
+export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer): Stepper<Batch> {
+  return {
+    async step(batch, lr) {
+      model.zeroGrad();
+      const loss = await model.forwardBackward(batch);
+      if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
+      const { gradNorm } = await optimizer.step(model, lr);
+      return { loss, gradNorm };
+    },
+    loss: (batch) => model.loss(batch),
+    save: (path, trainer) => saveCheckpoint(path, { model, tokenizer, optimizer, trainer }),
+  };
+}
+
+export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
+  const batchSize = options.batchSize ?? DEFAULT_TRAIN.batchSize;
+  check(batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT', `batchSize ${batchSize} exceeds the model's maxBatch ${ctx.model.maxBatch}`);
+  return trainLoop(anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer), ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
 }
