@@ -143,10 +143,14 @@ export class MemoryBank {
 
   /** fetched (S, Lm, 3, R, d) for S paths (S, p); a path starting with -1 takes the generic block. */
   gather(paths: Int32Array): Float32Array {
-    const S = paths.length / this.levels;
-    const fetched = new Float32Array(S * this.slotFloats);
+    const fetched = new Float32Array((paths.length / this.levels) * this.slotFloats);
     this.live().gather(fetched, paths);
     return fetched;
+  }
+
+  /** gather into a caller-owned buffer of (S · slotFloats) floats. */
+  gatherInto(fetched: Float32Array, paths: Int32Array): void {
+    this.live().gather(fetched, paths);
   }
 
   /** Pages in the blocks of upcoming paths (file banks) while the current step computes. */
