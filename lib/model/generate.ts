@@ -39,7 +39,15 @@ export function sampleToken(logits: Float32Array, temperature: number, topK: num
   return order[k - 1]!;
 }
 
-export function generate(model: AnchorModel, prompt: Int32Array, options: Partial<GenerateOptions> = {}): Int32Array {
+/** Anything that maps a context to next-token logits: an AnchorModel, or a model with a fixed memory path. */
+export type NextTokenLogits = (context: Int32Array) => Float32Array;
+
+/**
+ * Generates up to maxTokens tokens after `prompt`. With memories, retrieval happens once per prompt
+ * (paper §3.5): pass a function that closes over the prompt's path.
+ */
+export function generate(model: AnchorModel | NextTokenLogits, prompt: Int32Array, options: Partial<GenerateOptions> = {}): Int32Array {
+  const logitsOf: NextTokenLogits = typeof model === 'function' ? model : (ctx) => model.nextTokenLogits(ctx);
   const o = { ...DEFAULT_GENERATE, ...options };
   check(Number.isInteger(o.maxTokens) && o.maxTokens >= 0, 'E_INVALID_ARGUMENT', 'maxTokens must be an integer >= 0');
   check(o.temperature >= 0 && Number.isFinite(o.temperature), 'E_INVALID_ARGUMENT', 'temperature must be >= 0');
@@ -47,7 +55,7 @@ export function generate(model: AnchorModel, prompt: Int32Array, options: Partia
   const ctx = Array.from(prompt);
   const out: number[] = [];
   for (let i = 0; i < o.maxTokens; i++) {
-    const logits = model.nextTokenLogits(Int32Array.from(ctx));
+    const logits = logitsOf(Int32Array.from(ctx));
     const t = sampleToken(logits, o.temperature, o.topK, rng);
     if (o.stopToken !== undefined && t === o.stopToken) break;
     out.push(t);
