@@ -324,6 +324,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   Napi::Value LoadData(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     auto& bank = live(env);
+    if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
     std::string path = info[0].ToString();
     int64_t off = get_int(info, 1, "dataStart", 8, INT64_C(1) << 50);
     int fd = ::open(path.c_str(), O_RDONLY);

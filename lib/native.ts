@@ -21,7 +21,12 @@ let cached: NativeAddon | undefined;
 function wrapErrors<T extends object>(target: T): T {
   return new Proxy(target, {
     get(obj, key) {
-      const value: unknown = Reflect.get(obj, key);
+      let value: unknown;
+      try {
+        value = Reflect.get(obj, key); // native getters (e.g. bank.bytes) can throw too
+      } catch (e) {
+        throw fromNativeError(e);
+      }
       if (typeof value !== 'function') return value;
       return function (this: unknown, ...args: unknown[]) {
         try {

@@ -20,7 +20,8 @@ std::vector<MemoryGroup> memory_groups(const int32_t* seq_slot, int64_t B, int64
 
 // layer_w: the slot-0 block of this layer inside the fetched buffer; slot s is at + s * slot_stride;
 // within it gate rows at +0, up rows at +R*C, down rows at +2*R*C.
-// gate_m, up_m (N, R) are written (kept for backward); y (N, C) is ADDED to; hidden is (N, R) scratch.
+// gate_m, up_m (N, R) are written for the rows of every group (rows of sequences without memory are
+// left as they were); y (N, C) is ADDED to; hidden is (N, R) scratch.
 void ffn_memory_forward(float* y, float* gate_m, float* up_m, float* hidden, const float* x, const float* layer_w,
                         int64_t slot_stride, const std::vector<MemoryGroup>& groups, int64_t C, int64_t R);
 // dx (N, C) += ...; dlayer_w (same layout as layer_w, in the dfetched buffer) += ...

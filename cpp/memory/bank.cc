@@ -159,7 +159,9 @@ void MemoryBank::prefetch(int64_t l, int64_t node) const {
 bool MemoryBank::pin_levels(int64_t levels, std::string* err) {
   for (int64_t l = 0; l < std::min(levels, L_.p); l++) {
     if (!L_.has_level(l)) continue;
-    for (int64_t n = 0; n < L_.nodes(l); n++) ensure_initialized(l, n);
+    // a read-only bank cannot be written: its untrained blocks are generated at fetch time instead
+    if (writable_)
+      for (int64_t n = 0; n < L_.nodes(l); n++) ensure_initialized(l, n);
     if (mlock(weight(l, 0), (size_t)(4 * L_.nodes(l) * L_.block_floats(l))) != 0) {
       *err = errno_text("mlock");
       return false;

@@ -18,7 +18,7 @@ struct MemoryLayout {
   bool optimizer = false;  // bank carries AdamW m, v and per-block step counts
 
   int64_t R() const;
-  int64_t row_offset(int64_t l) const;     // l in [0, p]; row_offset(p) == R
+  int64_t row_offset(int64_t l) const;     // l in [0, p]; the generic level p starts at row 0
   int64_t rows(int64_t l) const;           // r[l], or R for the generic level p
   int64_t nodes(int64_t l) const;          // k^(l+1), or 1 for the generic level p
   int64_t block_floats(int64_t l) const { return Lm * 3 * rows(l) * d; }
