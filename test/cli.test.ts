@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,14 +22,25 @@ test('hiermem train writes a checkpoint, metrics, a loss chart and a JSON summar
   assert.match(svg, /^<svg/);
   const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(metrics.length, 6);
-  const gen = await run(process.execPath, [CLI, 'generate', '--checkpoint', path.join(out, 'checkpoint.safetensors'), '--prompt', 'Osmium', '--max-tokens', '5', '--temperature', '0']);
+  assert.equal(summary.tokens, 6 * 2 * 64);
+  assert.ok(summary.seconds > 0);
+  const gen = await run(process.execPath, [CLI, 'generate', '--ckpt', path.join(out, 'checkpoint.safetensors'), 'Osmium', '--max-tokens', '5', '--temperature', '0']);
   assert.ok(gen.stdout.startsWith('Osmium'));
+  const info = JSON.parse((await run(process.execPath, [CLI, 'info', path.join(out, 'checkpoint.safetensors')])).stdout);
+  assert.equal(info.format, 'hiermem-checkpoint');
+  assert.equal(info.metadata.model_config.dModel, 32);
+  assert.ok(info.tensors.some((t: { name: string; shape: number[] }) => t.name === 'layers.0.ffn.w1' && t.shape.join() === '64,32'));
   await rm(out, { recursive: true });
 });
 
 test('bad CLI input exits with a typed error message, not a stack trace', async () => {
   await assert.rejects(run(process.execPath, [CLI, 'generate', '--checkpoint', '/nonexistent/ck.safetensors', '--prompt', 'x']),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
+  const bad = path.join(tmpdir(), `hiermem-bad-${process.pid}.safetensors`);
+  await writeFile(bad, 'not a safetensors file at all');
+  await assert.rejects(run(process.execPath, [CLI, 'info', bad]),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_CHECKPOINT_CORRUPT/.test(e.stderr ?? ''));
+  await rm(bad);
   await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', '/nonexistent.txt', '--steps', '1']),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
 });

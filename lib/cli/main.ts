@@ -19,6 +19,7 @@ import { AdamW } from '../train/adamw.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { train, type ProgressEvent } from '../train/trainer.js';
 import { lineChartSvg } from '../eval/svg.js';
+import { readSafetensorsHeader } from '../io/safetensors.js';
 
 function int(v: string): number {
   const n = Number(v);
@@ -115,6 +116,8 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   const sample = tokenizer.decode(generate(model, tokenizer.encode('Hydrogen: '), { maxTokens: 80, temperature: 0, stopToken: tokenizer.eotId }));
   const summary = {
     steps: f.steps,
+    tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * model.config.seqLen : 0,
+    seconds: hist.elapsedSec,
     finalLoss: hist.losses.length ? hist.losses[hist.losses.length - 1] : null,
     valLoss: hist.valLosses.length ? hist.valLosses[hist.valLosses.length - 1] : null,
     tokensPerSec: hist.tokensPerSec,
@@ -136,18 +139,38 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   }
 }
 
-async function cmdGenerate(f: { checkpoint: string; prompt: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
-  const ck = await loadCheckpoint(f.checkpoint, { maxBatch: 1, withOptimizer: false });
-  const out = generate(ck.model, ck.tokenizer.encode(f.prompt), {
+async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
+  const file = f.ckpt ?? f.checkpoint;
+  const prompt = promptArg ?? f.prompt;
+  if (!file) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs --ckpt <checkpoint.safetensors>');
+  if (prompt === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs a prompt (argument or --prompt)');
+  const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
+  const out = generate(ck.model, ck.tokenizer.encode(prompt), {
     maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, seed: f.seed, stopToken: ck.tokenizer.eotId,
   });
-  process.stdout.write(f.prompt + ck.tokenizer.decode(out) + '\n');
+  process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
 }
 
-function cmdInfo() {
-  const n = loadNative();
-  const info = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi };
-  process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+/** Without a file: what the addon found. With a file: a checkpoint, bank or tree's header (shapes, sizes, spec). */
+async function cmdInfo(file: string | undefined) {
+  if (!file) {
+    const n = loadNative();
+    const info = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi };
+    process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+    return;
+  }
+  const h = await readSafetensorsHeader(file);
+  const tensors = [...h.tensors.entries()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.end - t.begin }));
+  const metadata: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(h.metadata)) {
+    try {
+      metadata[k] = JSON.parse(v);
+    } catch {
+      metadata[k] = v;
+    }
+  }
+  const params = tensors.filter((t) => t.dtype === 'F32' && !/adam|optimizer/.test(t.name)).reduce((n, t) => n + t.bytes / 4, 0);
+  process.stdout.write(JSON.stringify({ file, format: h.metadata.format ?? 'safetensors', parameters: params, dataBytes: tensors.reduce((n, t) => n + t.bytes, 0), metadata, tensors }, null, 2) + '\n');
 }
 
 const program = new Command();
@@ -177,15 +200,20 @@ program.command('train')
 
 program.command('generate')
   .description('continue a prompt with a trained checkpoint')
-  .requiredOption('--checkpoint <file>', 'checkpoint.safetensors written by train')
-  .requiredOption('--prompt <text>', 'prompt text')
+  .argument('[prompt]', 'prompt text')
+  .option('--ckpt <file>', 'checkpoint .safetensors written by train')
+  .option('--checkpoint <file>', 'same as --ckpt')
+  .option('--prompt <text>', 'prompt text (instead of the argument)')
   .option('--max-tokens <n>', 'tokens to generate', int, 80)
   .option('--temperature <x>', '0 = greedy', num, 0.8)
   .option('--top-k <n>', 'sample among the k most likely tokens (0 = all)', int, 40)
   .option('--seed <n>', 'sampling seed', int, 1)
   .action(cmdGenerate);
 
-program.command('info').description('print what the native addon found').action(cmdInfo);
+program.command('info')
+  .description('print what the native addon found, or inspect a checkpoint / bank / tree file')
+  .argument('[file]', 'a .safetensors file written by hiermem')
+  .action(cmdInfo);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof HiermemError) {
