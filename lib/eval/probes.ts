@@ -1,0 +1,103 @@
+/**
+ * Fact probes (paper §5.2): a prompt such as "The atomic number of Osmium is", its answer, and the
+ * frequency bucket of its entity. Accuracy = exact match of the greedy continuation, leading
+ * spaces stripped, cut at the first delimiter.
+ */
+import { HiermemError } from '../errors.js';
+import type { Tokenizer } from '../data/tokenizer.js';
+import type { NextTokenLogits } from '../model/generate.js';
+import { readFile } from 'node:fs/promises';
+
+export interface Probe {
+  prompt: string;
+  answer: string;
+  bucket?: string;
+}
+
+export interface ProbeResult {
+  overall: number;
+  n: number;
+  buckets: Array<{ name: string; n: number; accuracy: number }>;
+}
+
+export const PROBE_DELIMITERS = ['.', ',', '\n', ';', '<|eot|>'];
+
+/** The answer a continuation gives: leading spaces dropped, cut at the first delimiter. */
+export function extractAnswer(continuation: string): string {
+  let s = continuation.replace(/^\s+/, '');
+  let cut = s.length;
+  for (const d of PROBE_DELIMITERS) {
+    const i = s.indexOf(d);
+    if (i >= 0 && i < cut) cut = i;
+  }
+  s = s.slice(0, cut);
+  return s.trim();
+}
+
+/** Greedy continuation, stopped as soon as it holds a delimiter after some answer text. */
+export function greedyAnswer(logits: NextTokenLogits, tok: Tokenizer, prompt: string, maxTokens: number): string {
+  const ctx = Array.from(tok.encode(prompt));
+  const out: number[] = [];
+  for (let i = 0; i < maxTokens; i++) {
+    const l = logits(Int32Array.from(ctx));
+    let best = 0;
+    for (let j = 1; j < l.length; j++) if (l[j]! > l[best]!) best = j;
+    if (best === tok.eotId) break;
+    out.push(best);
+    ctx.push(best);
+    const text = tok.decode(out).replace(/^\s+/, '');
+    if (text.length > 0 && PROBE_DELIMITERS.some((d) => text.includes(d))) break;
+  }
+  return extractAnswer(tok.decode(out));
+}
+
+/**
+ * Scores probes. `logitsFor(prompt)` returns the next-token function to use for that prompt (with
+ * memory: the prompt's path is retrieved once and fixed for every generated token).
+ */
+export function scoreProbes(probes: readonly Probe[], tok: Tokenizer, logitsFor: (prompt: string) => NextTokenLogits,
+                            maxTokens = 12, onProgress?: (done: number) => void): ProbeResult {
+  const per = new Map<string, { n: number; ok: number }>();
+  let ok = 0;
+  probes.forEach((p, i) => {
+    const hit = greedyAnswer(logitsFor(p.prompt), tok, p.prompt, maxTokens) === p.answer.trim();
+    if (hit) ok++;
+    const b = p.bucket ?? 'all';
+    const e = per.get(b) ?? { n: 0, ok: 0 };
+    e.n++;
+    if (hit) e.ok++;
+    per.set(b, e);
+    onProgress?.(i + 1);
+  });
+  const buckets = [...per.entries()].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))
+    .map(([name, e]) => ({ name, n: e.n, accuracy: e.ok / e.n }));
+  return { overall: probes.length ? ok / probes.length : 0, n: probes.length, buckets };
+}
+
+/** Reads probes JSONL: {"prompt": ..., "answer": ..., "bucket"?: ...} per line. */
+export async function readProbes(path: string): Promise<Probe[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new HiermemError('E_IO', `cannot read probes ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  const out: Probe[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    let o: unknown;
+    try {
+      o = JSON.parse(line);
+    } catch {
+      throw new HiermemError('E_INVALID_ARGUMENT', `${path}:${i + 1}: not valid JSON`);
+    }
+    const r = o as Record<string, unknown>;
+    if (typeof r !== 'object' || r === null || typeof r.prompt !== 'string' || typeof r.answer !== 'string' ||
+        (r.bucket !== undefined && typeof r.bucket !== 'string')) {
+      throw new HiermemError('E_INVALID_ARGUMENT', `${path}:${i + 1}: a probe needs string "prompt" and "answer" (and optional string "bucket")`);
+    }
+    out.push({ prompt: r.prompt, answer: r.answer, ...(r.bucket !== undefined ? { bucket: r.bucket as string } : {}) });
+  });
+  if (out.length === 0) throw new HiermemError('E_INVALID_ARGUMENT', `${path}: no probes`);
+  return out;
+}
