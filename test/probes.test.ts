@@ -9,9 +9,9 @@ import { HiermemError } from '../lib/errors.js';
 
 const tok = new ByteTokenizer();
 
-test('extractAnswer strips leading spaces and cuts at the first delimiter', () => {
+test('extractAnswer drops one leading space and cuts at the first delimiter', () => {
   assert.equal(extractAnswer(' 76. It is'), '76');
-  assert.equal(extractAnswer('  Paris, the capital'), 'Paris');
+  assert.equal(extractAnswer('  Paris, the capital'), ' Paris');
   assert.equal(extractAnswer('Os\nmore'), 'Os');
   assert.equal(extractAnswer(' 1803'), '1803');
   assert.equal(extractAnswer(''), '');

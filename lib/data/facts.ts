@@ -81,30 +81,9 @@ const ALIAS_RATE = 0.3;
 /** The share of entities `quick: true` keeps (unless `scale` is given). */
 export const QUICK_SCALE = 0.2;
 
-/**
- * A probe answer ends at the first of these in the model's continuation. They never occur inside
- * an answer, and every canonical training sentence ends its answer with '.'.
- */
-export const probeDelimiters: readonly string[] = Object.freeze(['.', ',', ';', '\n']);
-
-/**
- * The answer a continuation gives under the probe rule: one leading space dropped, then cut at the
- * first delimiter. Decode generations with `{ eotAsNewline: true }` so that an end of text also ends it.
- */
-export function extractProbeAnswer(continuation: string): string {
-  const s = continuation.startsWith(' ') ? continuation.slice(1) : continuation;
-  let cut = s.length;
-  for (const d of probeDelimiters) {
-    const i = s.indexOf(d);
-    if (i >= 0 && i < cut) cut = i;
-  }
-  return s.slice(0, cut);
-}
-
-/** Exact match of the continuation's answer (see `extractProbeAnswer`). */
-export function isProbeCorrect(continuation: string, answer: string): boolean {
-  return extractProbeAnswer(continuation) === answer;
-}
+// The probe rule lives in lib/eval/probes.ts; these names are kept for callers of this module.
+export { PROBE_DELIMITERS as probeDelimiters, extractAnswer as extractProbeAnswer, isProbeCorrect } from '../eval/probes.js';
+import { PROBE_DELIMITERS as probeDelimiters } from '../eval/probes.js';
 
 export interface DemoCorpusOptions {
   /** Seed of every random choice; the same options give the identical corpus. */

@@ -1,7 +1,8 @@
 /**
  * Fact probes (paper §5.2): a prompt such as "The atomic number of Osmium is", its answer, and the
- * frequency bucket of its entity. Accuracy = exact match of the greedy continuation, leading
- * spaces stripped, cut at the first delimiter.
+ * frequency bucket of its entity. Accuracy = exact match of the greedy continuation with one
+ * leading space dropped, cut at the first delimiter (the single definition of the probe rule;
+ * lib/data/facts.ts re-exports it).
  */
 import { HiermemError } from '../errors.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -20,18 +21,23 @@ export interface ProbeResult {
   buckets: Array<{ name: string; n: number; accuracy: number }>;
 }
 
-export const PROBE_DELIMITERS = ['.', ',', '\n', ';', '<|eot|>'];
+/** An answer ends at the first of these; they never occur inside an answer. End of text also ends it. */
+export const PROBE_DELIMITERS: readonly string[] = Object.freeze(['.', ',', ';', '\n']);
 
-/** The answer a continuation gives: leading spaces dropped, cut at the first delimiter. */
+/** The answer a continuation gives: one leading space dropped, then cut at the first delimiter. */
 export function extractAnswer(continuation: string): string {
-  let s = continuation.replace(/^\s+/, '');
+  const s = continuation.startsWith(' ') ? continuation.slice(1) : continuation;
   let cut = s.length;
   for (const d of PROBE_DELIMITERS) {
     const i = s.indexOf(d);
     if (i >= 0 && i < cut) cut = i;
   }
-  s = s.slice(0, cut);
-  return s.trim();
+  return s.slice(0, cut);
+}
+
+/** Exact match of the continuation's answer. */
+export function isProbeCorrect(continuation: string, answer: string): boolean {
+  return extractAnswer(continuation) === answer;
 }
 
 /** Greedy continuation, stopped as soon as it holds a delimiter after some answer text. */
@@ -45,8 +51,8 @@ export function greedyAnswer(logits: NextTokenLogits, tok: Tokenizer, prompt: st
     if (best === tok.eotId) break;
     out.push(best);
     ctx.push(best);
-    const text = tok.decode(out).replace(/^\s+/, '');
-    if (text.length > 0 && PROBE_DELIMITERS.some((d) => text.includes(d))) break;
+    const text = tok.decode(out);
+    if (PROBE_DELIMITERS.some((d) => text.includes(d))) break;
   }
   return extractAnswer(tok.decode(out));
 }
@@ -60,7 +66,7 @@ export function scoreProbes(probes: readonly Probe[], tok: Tokenizer, logitsFor:
   const per = new Map<string, { n: number; ok: number }>();
   let ok = 0;
   probes.forEach((p, i) => {
-    const hit = greedyAnswer(logitsFor(p.prompt), tok, p.prompt, maxTokens) === p.answer.trim();
+    const hit = greedyAnswer(logitsFor(p.prompt), tok, p.prompt, maxTokens) === p.answer;
     if (hit) ok++;
     const b = p.bucket ?? 'all';
     const e = per.get(b) ?? { n: 0, ok: 0 };
