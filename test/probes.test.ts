@@ -20,8 +20,8 @@ test('extractAnswer drops one leading space and cuts at the first delimiter', ()
 /** A fake model that always continues with `text` (one byte per step), then <|eot|>. */
 function scripted(text: string) {
   const bytes = Array.from(Buffer.from(text));
-  return (prompt: string) => (ctx: Int32Array) => {
-    const i = ctx.length - tok.encode(prompt).length;
+  return (probe: { prompt: string }) => (ctx: Int32Array) => {
+    const i = ctx.length - tok.encode(probe.prompt).length;
     const logits = new Float32Array(tok.vocabSize);
     logits[i < bytes.length ? bytes[i]! : tok.eotId] = 1;
     return logits;

@@ -58,15 +58,15 @@ export function greedyAnswer(logits: NextTokenLogits, tok: Tokenizer, prompt: st
 }
 
 /**
- * Scores probes. `logitsFor(prompt)` returns the next-token function to use for that prompt (with
+ * Scores probes. `logitsFor(probe, index)` returns the next-token function to use for that prompt (with
  * memory: the prompt's path is retrieved once and fixed for every generated token).
  */
-export function scoreProbes(probes: readonly Probe[], tok: Tokenizer, logitsFor: (prompt: string) => NextTokenLogits,
+export function scoreProbes(probes: readonly Probe[], tok: Tokenizer, logitsFor: (probe: Probe, index: number) => NextTokenLogits,
                             maxTokens = 12, onProgress?: (done: number) => void): ProbeResult {
   const per = new Map<string, { n: number; ok: number }>();
   let ok = 0;
   probes.forEach((p, i) => {
-    const hit = greedyAnswer(logitsFor(p.prompt), tok, p.prompt, maxTokens) === p.answer;
+    const hit = greedyAnswer(logitsFor(p, i), tok, p.prompt, maxTokens) === p.answer;
     if (hit) ok++;
     const b = p.bucket ?? 'all';
     const e = per.get(b) ?? { n: 0, ok: 0 };

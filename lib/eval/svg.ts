@@ -63,3 +63,44 @@ export function lineChartSvg(title: string, xLabel: string, yLabel: string, seri
   parts.push('</svg>');
   return parts.join('\n');
 }
+
+export interface BarGroup {
+  label: string;
+  values: Array<{ name: string; value: number }>;
+}
+
+/** Grouped bar chart (e.g. accuracy per frequency bucket, one bar per model), values in [0, yMax]. */
+export function barChartSvg(title: string, yLabel: string, groups: BarGroup[], yMax = 1, width = 720, height = 420): string {
+  const m = { l: 64, r: 16, t: 36, b: 64 };
+  const W = width - m.l - m.r, H = height - m.t - m.b;
+  const names = [...new Set(groups.flatMap((g) => g.values.map((v) => v.name)))];
+  const gw = W / Math.max(1, groups.length), bw = (gw * 0.8) / Math.max(1, names.length);
+  const sy = (y: number) => m.t + H - (Math.max(0, Math.min(yMax, y)) / yMax) * H;
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<rect width="100%" height="100%" fill="white"/>`);
+  parts.push(`<text x="${width / 2}" y="20" text-anchor="middle" font-size="15">${esc(title)}</text>`);
+  for (const t of niceTicks(0, yMax)) {
+    parts.push(`<line x1="${m.l}" x2="${m.l + W}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${t}</text>`);
+  }
+  groups.forEach((g, gi) => {
+    const x0 = m.l + gi * gw + gw * 0.1;
+    g.values.forEach((v) => {
+      const i = names.indexOf(v.name);
+      const color = PALETTE[i % PALETTE.length]!;
+      const y = sy(v.value);
+      parts.push(`<rect x="${(x0 + i * bw).toFixed(1)}" y="${y.toFixed(1)}" width="${(bw * 0.92).toFixed(1)}" height="${(m.t + H - y).toFixed(1)}" fill="${color}"><title>${esc(`${g.label} ${v.name}: ${v.value.toFixed(3)}`)}</title></rect>`);
+    });
+    parts.push(`<text x="${(x0 + gw * 0.4).toFixed(1)}" y="${m.t + H + 16}" text-anchor="middle">${esc(g.label)}</text>`);
+  });
+  parts.push(`<rect x="${m.l}" y="${m.t}" width="${W}" height="${H}" fill="none" stroke="#888"/>`);
+  parts.push(`<text transform="translate(16 ${m.t + H / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  names.forEach((n, i) => {
+    const x = m.l + i * 120;
+    parts.push(`<rect x="${x}" y="${height - 22}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]!}"/>`);
+    parts.push(`<text x="${x + 16}" y="${height - 12}">${esc(n)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}

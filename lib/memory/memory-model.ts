@@ -138,9 +138,17 @@ export class HierarchicalModel {
 
   /** Next-token logits of a prompt with one path's memory (or the generic / no memory). */
   nextTokenLogits(prompt: Int32Array, path: Int32Array): Float32Array {
+    return this.logitsForPath(path)(prompt);
+  }
+
+  /**
+   * A next-token function with one path's blocks fetched once (paper §3.5: retrieval happens once
+   * per context, and the same memory serves every generated token).
+   */
+  logitsForPath(path: Int32Array): (context: Int32Array) => Float32Array {
     check(path.length === this.levels, 'E_SHAPE_MISMATCH', `path must have ${this.levels} entries`);
-    if (path[0] === NO_MEMORY_PATH) return this.anchor.nextTokenLogits(prompt);
-    const fetched = this.bank.gather(path);
-    return this.anchor.nextTokenLogits(prompt, { fetched, dfetched: null, seqSlot: Int32Array.of(0), numSlots: 1 });
+    if (path[0] === NO_MEMORY_PATH) return (ctx) => this.anchor.nextTokenLogits(ctx);
+    const memory = { fetched: this.bank.gather(path), dfetched: null, seqSlot: Int32Array.of(0), numSlots: 1 };
+    return (ctx) => this.anchor.nextTokenLogits(ctx, memory);
   }
 }
