@@ -1,0 +1,266 @@
+/**
+ * The long-tail knowledge experiment (paper Fig. 1, at our scale): on the embedded facts corpus,
+ * pretrain the anchor, then continue from it on the same tokens and seed as
+ *   anchor   — the anchor alone (more training, no memory)
+ *   generic  — anchor + one generic memory of the fetched size (same active parameters, no retrieval)
+ *   fetched  — anchor + hierarchical FFN memories, path from the retriever
+ *   dense2x  — a dense model with about twice the anchor's parameters, trained on all the tokens
+ * and score every model on the fact probes per frequency bucket, memory retrieved from the prompt.
+ * "blocked" re-scores the fetched model with each prompt's level-1 subtree routed around.
+ */
+import os from 'node:os';
+import { HiermemError } from '../errors.js';
+import { ByteTokenizer } from '../data/tokenizer.js';
+import { buildDemoCorpus, type DemoCorpus } from '../data/facts.js';
+import { packByLeaf, PathBatchSampler } from '../data/packing.js';
+import { AnchorModel, type Batch } from '../model/anchor.js';
+import { anchorParamCount, type ModelConfig } from '../model/config.js';
+import { AdamW } from '../train/adamw.js';
+import { trainLoop, anchorStepper, type ProgressEvent, type TrainHistory } from '../train/trainer.js';
+import { memoryStepper } from '../train/memory-trainer.js';
+import { MemoryBank } from '../memory/bank.js';
+import { HierarchicalModel, GENERIC_PATH, type PathBatch } from '../memory/memory-model.js';
+import { memorySizes, resolveMemorySpec } from '../memory/spec.js';
+import { RetrievalTree } from '../retrieval/tree.js';
+import { scoreProbes, type Probe, type ProbeResult } from './probes.js';
+import type { NextTokenLogits } from '../model/generate.js';
+
+export interface DemoOptions {
+  seed: number;
+  quick: boolean;
+  /** Progress of long phases: (phase, event). */
+  onProgress?: (phase: string, e: ProgressEvent) => void;
+  onPhase?: (phase: string) => void;
+  signal?: AbortSignal;
+}
+
+/** The knobs of one demo size; the defaults were tuned on this 2-core machine (see README). */
+export interface DemoPlan {
+  model: Omit<ModelConfig, 'vocabSize' | 'seed'>;
+  dense2x: Omit<ModelConfig, 'vocabSize' | 'seed'>;
+  batchSize: number;
+  pretrainSteps: number;
+  continueSteps: number;
+  pretrainLr: number;
+  continueLr: number;
+  memoryLrScale: number;
+  tree: { k: number; p: number };
+  levels: number[];
+}
+
+const BASE_MODEL = { dModel: 128, nLayers: 2, nHeads: 4, headDim: 32, ffnHidden: 384, seqLen: 128, normEps: 1e-5, ropeBase: 1e5 };
+
+export const DEMO_PLANS: Record<'default' | 'quick', DemoPlan> = {
+  default: {
+    model: BASE_MODEL,
+    dense2x: { ...BASE_MODEL, dModel: 192, nHeads: 6, ffnHidden: 576 },
+    batchSize: 32,
+    pretrainSteps: 200,
+    continueSteps: 200,
+    pretrainLr: 3e-3,
+    continueLr: 1e-3,
+    memoryLrScale: 2,
+    tree: { k: 8, p: 2 },
+    levels: [16, 48],
+  },
+  quick: {
+    model: BASE_MODEL,
+    dense2x: { ...BASE_MODEL, dModel: 192, nHeads: 6, ffnHidden: 576 },
+    batchSize: 16,
+    pretrainSteps: 80,
+    continueSteps: 80,
+    pretrainLr: 3e-3,
+    continueLr: 1e-3,
+    memoryLrScale: 2,
+    tree: { k: 4, p: 2 },
+    levels: [16, 48],
+  },
+};
+
+export interface ModelReport {
+  name: 'anchor' | 'generic' | 'fetched' | 'dense2x';
+  params: { anchor: number; fetched: number; bank: number; active: number };
+  overall: number;
+  buckets: Array<{ name: string; accuracy: number }>;
+  trainSeconds: number;
+  losses: { steps: number[]; losses: number[] };
+}
+
+export interface DemoResults {
+  corpus: {
+    documents: number;
+    tokens: number;
+    buckets: Array<{ name: string; elements: number; minFreq: number; maxFreq: number }>;
+    probes: number;
+    facts: number;
+  };
+  routing: { accuracy: number; k: number; p: number };
+  models: ModelReport[];
+  blocked: { overall: number; buckets: Array<{ name: string; accuracy: number }> };
+  seconds: number;
+  machine: string;
+  seed: number;
+  quick: boolean;
+  plan: DemoPlan;
+}
+
+function bucketsOf(r: ProbeResult): Array<{ name: string; accuracy: number }> {
+  return r.buckets.map((b) => ({ name: b.name, accuracy: b.accuracy }));
+}
+
+function machineName(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${process.platform}-${process.arch}, node ${process.versions.node}`;
+}
+
+/** The leaf holding most of each entity's documents. */
+function majorityLeaves(corpus: DemoCorpus, paths: Int32Array, p: number): Map<string, number> {
+  const counts = new Map<string, Map<number, number>>();
+  corpus.documents.forEach((d, i) => {
+    const leaf = paths[i * p + p - 1]!;
+    const m = counts.get(d.entity) ?? new Map<number, number>();
+    m.set(leaf, (m.get(leaf) ?? 0) + 1);
+    counts.set(d.entity, m);
+  });
+  const out = new Map<string, number>();
+  for (const [e, m] of counts) out.set(e, [...m.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0]);
+  return out;
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoResults> {
+  const t0 = performance.now();
+  const plan = DEMO_PLANS[o.quick ? 'quick' : 'default'];
+  const tok = new ByteTokenizer();
+  const phase = (s: string) => o.onPhase?.(s);
+
+  phase('corpus');
+  const corpus = buildDemoCorpus({ seed: o.seed, quick: o.quick });
+  const texts = corpus.documents.map((d) => d.text);
+  const docs = texts.map((t) => tok.encode(t));
+
+  phase('cluster');
+  const { tree, paths } = await RetrievalTree.fitTexts(texts, { k: plan.tree.k, p: plan.tree.p, seed: o.seed });
+  const probePaths = await tree.assignTexts(corpus.probes.map((p) => p.prompt));
+  const p = plan.tree.p;
+  const major = majorityLeaves(corpus, paths, p);
+  let routed = 0;
+  corpus.probes.forEach((pr, i) => { if (probePaths[i * p + p - 1] === major.get(pr.entity)) routed++; });
+
+  const seqs = packByLeaf({ docs, paths, levels: p }, { seqLen: plan.model.seqLen, eotId: tok.eotId, padId: tok.padId! });
+  const cfg: ModelConfig = { ...plan.model, vocabSize: tok.vocabSize, seed: o.seed };
+  const common = { batchSize: plan.batchSize, evalEvery: 0, warmupSteps: 20, signal: o.signal };
+  const progress = (name: string) => (e: ProgressEvent) => o.onProgress?.(name, e);
+  const anchorBatches = () => new PathBatchSampler(seqs, { seed: o.seed });
+
+  // 1. pretrain the anchor
+  phase('pretrain');
+  const anchor = AnchorModel.create(cfg, { maxBatch: plan.batchSize });
+  const anchorOpt = new AdamW(anchor, { weightDecay: 0.1 });
+  let t = performance.now();
+  const preHist = await trainLoop<Batch>(anchorStepper(anchor, anchorOpt, tok), anchorBatches(), undefined, undefined,
+    { ...common, steps: plan.pretrainSteps, lr: plan.pretrainLr, minLr: plan.pretrainLr / 10, onProgress: progress('pretrain') }, cfg.seqLen);
+  const pretrainSeconds = (performance.now() - t) / 1000;
+  const pretrained = Float32Array.from(anchor.params);
+  const pretrainedM = Float32Array.from(anchorOpt.m), pretrainedV = Float32Array.from(anchorOpt.v);
+  const continued = (): { model: AnchorModel; opt: AdamW } => {
+    const m = AnchorModel.create(cfg, { maxBatch: plan.batchSize, skipInit: true });
+    m.params.set(pretrained);
+    const opt = new AdamW(m, { weightDecay: 0.1 });
+    opt.m.set(pretrainedM);
+    opt.v.set(pretrainedV);
+    opt.stepCount = anchorOpt.stepCount;
+    return { model: m, opt };
+  };
+  const contOpts = { ...common, steps: plan.continueSteps, lr: plan.continueLr, minLr: plan.continueLr / 10 };
+  const anchorParams = anchorParamCount(cfg);
+  const probes: Probe[] = corpus.probes;
+  const reports: ModelReport[] = [];
+  const joinLosses = (h: TrainHistory) => ({
+    steps: [...preHist.steps, ...h.steps.map((s) => s + plan.pretrainSteps)],
+    losses: [...preHist.losses, ...h.losses],
+  });
+
+  // 2a. anchor alone, continued
+  phase('anchor');
+  const a = continued();
+  t = performance.now();
+  const aHist = await trainLoop<Batch>(anchorStepper(a.model, a.opt, tok), anchorBatches(), undefined, undefined,
+    { ...contOpts, onProgress: progress('anchor') }, cfg.seqLen);
+  const aSeconds = pretrainSeconds + (performance.now() - t) / 1000;
+  phase('eval anchor');
+  const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx));
+  reports.push({ name: 'anchor', params: { anchor: anchorParams, fetched: 0, bank: 0, active: anchorParams }, overall: aRes.overall,
+    buckets: bucketsOf(aRes), trainSeconds: aSeconds, losses: joinLosses(aHist) });
+
+  // 2b/2c. memory models: generic only, and fetched (with the paper's 1/(k+1) generic mixing)
+  const spec = resolveMemorySpec({ k: plan.tree.k, levels: plan.levels, generic: true }, cfg);
+  const sizes = memorySizes(spec, cfg, anchorParams);
+  const memoryRun = async (name: 'generic' | 'fetched') => {
+    phase(name);
+    const c = continued();
+    const bank = MemoryBank.createInMemory(spec, cfg.dModel, { seed: o.seed + 17 });
+    const hm = HierarchicalModel.fromAnchor(c.model, bank, plan.batchSize);
+    const opt = new AdamW(hm.anchor, { weightDecay: 0.1 });
+    opt.m.set(c.opt.m);
+    opt.v.set(c.opt.v);
+    opt.stepCount = c.opt.stepCount;
+    const sampler = new PathBatchSampler(seqs, { seed: o.seed, genericK: name === 'fetched' ? plan.tree.k : 0 });
+    const source = name === 'generic'
+      ? { next: (b: number): PathBatch => { const x = sampler.next(b); x.paths.fill(GENERIC_PATH); return x; } }
+      : sampler;
+    t = performance.now();
+    const hist = await trainLoop<PathBatch>(memoryStepper(hm, opt, tok, { mode: 'cotrain', memoryLrScale: plan.memoryLrScale }), source,
+      undefined, undefined, { ...contOpts, onProgress: progress(name) }, cfg.seqLen);
+    const seconds = pretrainSeconds + (performance.now() - t) / 1000;
+    phase(`eval ${name}`);
+    const genericPath = new Int32Array(p).fill(GENERIC_PATH);
+    const genericLogits = hm.logitsForPath(genericPath);
+    const logitsFor = (_: Probe, i: number): NextTokenLogits =>
+      name === 'generic' ? genericLogits : hm.logitsForPath(probePaths.subarray(i * p, (i + 1) * p));
+    const res = scoreProbes(probes, tok, logitsFor);
+    reports.push({ name, params: { anchor: anchorParams, fetched: sizes.fetchedParams, bank: name === 'generic' ? sizes.fetchedParams : sizes.bankParams,
+      active: anchorParams + sizes.fetchedParams }, overall: res.overall, buckets: bucketsOf(res), trainSeconds: seconds, losses: joinLosses(hist) });
+    return hm;
+  };
+  await memoryRun('generic');
+  const fetchedModel = await memoryRun('fetched');
+
+  // blocking: route every prompt around its own level-1 subtree
+  phase('eval blocked');
+  const blockedPaths = await tree.assignTexts(probes.map((pr) => pr.prompt), { avoidLevel1: true });
+  const blocked = scoreProbes(probes, tok, (_, i) => fetchedModel.logitsForPath(blockedPaths.subarray(i * p, (i + 1) * p)));
+
+  // 2d. dense model with ~2x the anchor's parameters, all the tokens from scratch
+  phase('dense2x');
+  const dcfg: ModelConfig = { ...plan.dense2x, vocabSize: tok.vocabSize, seed: o.seed };
+  const dense = AnchorModel.create(dcfg, { maxBatch: plan.batchSize });
+  const dOpt = new AdamW(dense, { weightDecay: 0.1 });
+  t = performance.now();
+  const dHist = await trainLoop<Batch>(anchorStepper(dense, dOpt, tok), anchorBatches(), undefined, undefined,
+    { ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10, onProgress: progress('dense2x') }, dcfg.seqLen);
+  const dSeconds = (performance.now() - t) / 1000;
+  phase('eval dense2x');
+  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.nextTokenLogits(ctx));
+  const dParams = anchorParamCount(dcfg);
+  reports.push({ name: 'dense2x', params: { anchor: dParams, fetched: 0, bank: 0, active: dParams }, overall: dRes.overall,
+    buckets: bucketsOf(dRes), trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });
+
+  if (reports.length !== 4) throw new HiermemError('E_INVALID_ARGUMENT', 'demo produced an incomplete set of models');
+  return {
+    corpus: {
+      documents: corpus.stats.documents,
+      tokens: corpus.stats.tokens,
+      buckets: corpus.buckets.map((b) => ({ name: b.name, elements: b.entities, minFreq: b.minFreq, maxFreq: b.maxFreq })),
+      probes: probes.length,
+      facts: corpus.stats.facts,
+    },
+    routing: { accuracy: routed / probes.length, k: plan.tree.k, p: plan.tree.p },
+    models: reports,
+    blocked: { overall: blocked.overall, buckets: bucketsOf(blocked) },
+    seconds: (performance.now() - t0) / 1000,
+    machine: machineName(),
+    seed: o.seed,
+    quick: o.quick,
+    plan,
+  };
+}
