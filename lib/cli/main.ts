@@ -20,6 +20,8 @@ import { loadCheckpoint } from '../train/checkpoint.js';
 import { train, type ProgressEvent } from '../train/trainer.js';
 import { lineChartSvg } from '../eval/svg.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
+import { runDemo } from '../eval/demo.js';
+import { reportHtml, resultsTable } from '../eval/report.js';
 
 function int(v: string): number {
   const n = Number(v);
@@ -173,8 +175,61 @@ async function cmdInfo(file: string | undefined) {
   process.stdout.write(JSON.stringify({ file, format: h.metadata.format ?? 'safetensors', parameters: params, dataBytes: tensors.reduce((n, t) => n + t.bytes, 0), metadata, tensors }, null, 2) + '\n');
 }
 
+async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: number; threads?: number; progress: boolean }) {
+  if (f.threads) loadNative().setNumThreads(f.threads);
+  const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
+  let bar: cliProgress.SingleBar | null = null;
+  const t0 = performance.now();
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once('SIGINT', onSigint);
+  let r;
+  try {
+    r = await runDemo({
+      seed: f.seed, quick: f.quick, signal: controller.signal,
+      onPhase: (p) => {
+        bar?.stop();
+        bar = null;
+        log(`hiermem demo: [${((performance.now() - t0) / 1000).toFixed(0)} s] ${p}`);
+      },
+      onProgress: (phase, e) => {
+        if (!f.progress) return;
+        if (!bar) {
+          bar = new cliProgress.SingleBar({
+            format: `${phase.padEnd(8)} {bar} {value}/{total} | loss {loss} | {tps} tok/s | ETA {eta_formatted}`,
+            noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr, hideCursor: true,
+          }, cliProgress.Presets.shades_classic);
+          bar.start(e.totalSteps, 0, { loss: '-', tps: '-' });
+        }
+        bar.update(e.step, { loss: e.loss.toFixed(3), tps: Math.round(e.tokensPerSec).toLocaleString('en-US') });
+      },
+    });
+  } finally {
+    (bar as cliProgress.SingleBar | null)?.stop();
+    process.off('SIGINT', onSigint);
+  }
+  await mkdir(f.out, { recursive: true });
+  await writeFile(path.join(f.out, 'results.json'), JSON.stringify(r, null, 2) + '\n');
+  await writeFile(path.join(f.out, 'report.html'), reportHtml(r));
+  if (f.json) {
+    process.stdout.write(JSON.stringify(r) + '\n');
+  } else {
+    process.stdout.write(`\n${resultsTable(r)}\n\nrouting accuracy ${(100 * r.routing.accuracy).toFixed(1)}%, ${r.seconds.toFixed(0)} s; wrote ${path.join(f.out, 'results.json')} and ${path.join(f.out, 'report.html')}\n`);
+  }
+}
+
 const program = new Command();
 program.name('hiermem').description('Pretrain small language models with hierarchical parametric memories').version('0.1.0');
+
+program.command('demo')
+  .description('the long-tail knowledge experiment: anchor vs generic vs fetched memories vs a 2x dense model, per frequency bucket')
+  .option('--quick', 'a smaller corpus and budget (about 1 minute)', false)
+  .option('--out <dir>', 'output folder for results.json and report.html', 'runs/demo')
+  .option('--seed <n>', 'seed of corpus, init and data order', int, 1)
+  .option('--threads <n>', 'CPU threads (default: all cores)', int)
+  .option('--no-progress', 'no progress bars')
+  .option('--json', 'print the results as one JSON object on stdout', false)
+  .action(cmdDemo);
 
 program.command('train')
   .description('train the anchor model on a corpus (default: the embedded sample corpus)')
