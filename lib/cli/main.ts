@@ -17,7 +17,15 @@ import { encodeDocuments, splitDocuments } from '../data/stream.js';
 import { WindowSampler } from '../data/windows.js';
 import { AdamW } from '../train/adamw.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
-import { train, type ProgressEvent } from '../train/trainer.js';
+import { trainLoop, anchorStepper, type ProgressEvent, type TrainHistory, type TrainOptions } from '../train/trainer.js';
+import type { TrainerState } from '../train/checkpoint.js';
+import { memoryStepper, loadHierarchicalCheckpoint, type MemoryTrainMode } from '../train/memory-trainer.js';
+import { RetrievalTree } from '../retrieval/tree.js';
+import { MemoryBank } from '../memory/bank.js';
+import { HierarchicalModel } from '../memory/memory-model.js';
+import { memorySizes, resolveMemorySpec } from '../memory/spec.js';
+import { packByLeaf, PathBatchSampler } from '../data/packing.js';
+import { readProbes, scoreProbes } from '../eval/probes.js';
 import { lineChartSvg } from '../eval/svg.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { runDemo } from '../eval/demo.js';
@@ -44,40 +52,68 @@ interface TrainFlags {
   corpus?: string; format: string; field: string; preset: string; steps: number; batchSize: number; lr: number;
   minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string; resume?: string;
   evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
+  tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
+  anchor?: string; bankFile: boolean; stopAfter?: number;
+}
+
+/** A training run ready to go: anchor-only or with memories. */
+interface PreparedRun {
+  train: (o: Partial<TrainOptions> & { steps: number }) => Promise<TrainHistory>;
+  model: AnchorModel;
+  start?: TrainerState;
+  describe: string;
+}
+
+/** Reads the corpus and splits off validation documents. */
+async function prepareCorpus(f: TrainFlags) {
+  const format = f.format === 'text' && f.corpus?.endsWith('.jsonl') ? 'jsonl' : f.format;
+  const docs = await loadDocs(f.corpus, format, f.field);
+  return { docs, ...splitDocuments(docs, 0.05) };
 }
 
 async function cmdTrain(f: TrainFlags): Promise<void> {
   if (f.threads) loadNative().setNumThreads(f.threads);
   const tokenizer = new ByteTokenizer();
-  const docs = await loadDocs(f.corpus, f.format, f.field);
-  const { train: trainDocs, val: valDocs } = splitDocuments(docs, 0.05);
+  const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
   const preset = MODEL_PRESETS[f.preset];
   if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
-
-  let model: AnchorModel, optimizer: AdamW, start;
-  if (f.resume) {
-    const ck = await loadCheckpoint(f.resume, { maxBatch: f.batchSize });
-    model = ck.model;
-    optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: f.weightDecay });
-    start = ck.trainer;
-  } else {
-    model = AnchorModel.create({ ...preset, vocabSize: tokenizer.vocabSize, seed: f.seed }, { maxBatch: f.batchSize });
-    optimizer = new AdamW(model, { weightDecay: f.weightDecay });
-  }
-  const T = model.config.seqLen;
-  const trainStream = encodeDocuments(trainDocs, tokenizer);
-  const valStream = encodeDocuments(valDocs, tokenizer);
-  const trainSampler = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : f.seed);
-  const valSampler = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, f.seed + 1);
-
   await mkdir(f.out, { recursive: true });
   const ckPath = path.join(f.out, 'checkpoint.safetensors');
-  const metricsPath = path.join(f.out, 'metrics.jsonl');
-  await writeFile(metricsPath, '');
-  const flopsPerToken = trainFlopsPerToken(model.config);
   const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
-  log(`hiermem: ${docs.length} documents (${trainStream.length} train / ${valStream.length} val tokens) from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
-  log(`hiermem: anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.preset}), ${loadNative().getNumThreads()} threads, writing ${f.out}`);
+
+  // A memory run: given a tree, or resuming a checkpoint that has a bank beside it.
+  const resumeHeader = f.resume ? await readSafetensorsHeader(f.resume) : null;
+  const memoryRun = f.tree !== undefined || resumeHeader?.metadata.memory_bank !== undefined;
+  let run: PreparedRun;
+  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null);
+  else {
+    let model: AnchorModel, optimizer: AdamW, start: TrainerState | undefined;
+    if (f.resume) {
+      const ck = await loadCheckpoint(f.resume, { maxBatch: f.batchSize });
+      model = ck.model;
+      optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: f.weightDecay });
+      start = ck.trainer;
+    } else {
+      model = AnchorModel.create({ ...preset, vocabSize: tokenizer.vocabSize, seed: f.seed }, { maxBatch: f.batchSize });
+      optimizer = new AdamW(model, { weightDecay: f.weightDecay });
+    }
+    const T = model.config.seqLen;
+    const trainStream = encodeDocuments(trainDocs, tokenizer);
+    const valStream = encodeDocuments(valDocs, tokenizer);
+    const source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : f.seed);
+    const val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, f.seed + 1);
+    const stepper = anchorStepper(model, optimizer, tokenizer);
+    run = {
+      train: (o) => trainLoop(stepper, source, val, start, o, T), model, start,
+      describe: `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.resume ? 'resumed' : f.preset})`,
+    };
+  }
+  const { model, start } = run;
+  const metricsPath = path.join(f.out, 'metrics.jsonl');
+  if (!start) await writeFile(metricsPath, '');
+  const flopsPerToken = trainFlopsPerToken(model.config);
+  log(`hiermem: ${docs.length} documents from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
+  log(`hiermem: ${run.describe}, ${loadNative().getNumThreads()} threads, writing ${f.out}`);
 
   const bar = f.progress
     ? new cliProgress.SingleBar({
@@ -88,7 +124,9 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   bar?.start(f.steps, start?.step ?? 0, { loss: '-', val: '-', tps: '-', gflops: '-' });
   let lastVal = '-';
   const lines: string[] = [];
+  const controller = new AbortController();
   const onProgress = (e: ProgressEvent) => {
+    if (f.stopAfter !== undefined && e.step >= f.stopAfter) controller.abort();
     if (e.valLoss !== undefined) lastVal = e.valLoss.toFixed(3);
     lines.push(JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, valLoss: e.valLoss, tokensSeen: e.tokensSeen, tokensPerSec: e.tokensPerSec }));
     bar?.update(e.step, {
@@ -96,26 +134,29 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
       gflops: ((e.tokensPerSec * flopsPerToken) / 1e9).toFixed(1),
     });
   };
-  const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
-  let hist;
+  let hist: TrainHistory;
   try {
-    hist = await train(
-      { model, optimizer, tokenizer, train: trainSampler, val: valSampler, start },
+    hist = await run.train(
       { steps: f.steps, batchSize: f.batchSize, lr: f.lr, minLr: f.minLr, warmupSteps: f.warmup, evalEvery: f.evalEvery,
-        checkpointEvery: f.checkpointEvery, checkpointPath: ckPath, signal: controller.signal, onProgress },
-    );
+        checkpointEvery: f.checkpointEvery, checkpointPath: ckPath, signal: controller.signal, onProgress });
+  } catch (e) {
+    // --stop-after: a planned stop (checkpoint written), not a failure
+    if (!(e instanceof HiermemError && e.code === 'E_ABORTED' && f.stopAfter !== undefined)) throw e;
+    const done = lines.map((l) => JSON.parse(l) as { step: number; loss: number });
+    hist = { steps: done.map((d) => d.step), losses: done.map((d) => d.loss), valSteps: [], valLosses: [], skippedSteps: 0,
+      tokensPerSec: 0, elapsedSec: 0 };
   } finally {
     process.off('SIGINT', onSigint);
     bar?.stop();
     await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
   }
-  await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem anchor training', 'step', 'loss (nats/token)', [
+  await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [
     { name: 'train', x: hist.steps, y: hist.losses },
     { name: 'validation', x: hist.valSteps, y: hist.valLosses },
   ]));
-  const sample = tokenizer.decode(generate(model, tokenizer.encode('Hydrogen: '), { maxTokens: 80, temperature: 0, stopToken: tokenizer.eotId }));
+  const sample = memoryRun ? '' : tokenizer.decode(generate(model, tokenizer.encode('Hydrogen: '), { maxTokens: 80, temperature: 0, stopToken: tokenizer.eotId }));
   const summary = {
     steps: f.steps,
     tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * model.config.seqLen : 0,
@@ -127,18 +168,66 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
     elapsedSec: hist.elapsedSec,
     skippedSteps: hist.skippedSteps,
     paramCount: model.paramCount,
+    memory: memoryRun,
     threads: loadNative().getNumThreads(),
     config: model.config,
     checkpoint: ckPath,
-    sample: 'Hydrogen: ' + sample,
+    ...(sample ? { sample: 'Hydrogen: ' + sample } : {}),
   };
   await writeFile(path.join(f.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
   else {
     log(`hiermem: done: train loss ${summary.finalLoss?.toFixed(3)}, val loss ${summary.valLoss?.toFixed(3)}, ${Math.round(hist.tokensPerSec)} tok/s`);
-    log(`hiermem: sample (greedy): ${summary.sample.replace(/\n/g, ' ')}`);
+    if (sample) log(`hiermem: sample (greedy): ${summary.sample!.replace(/\n/g, ' ')}`);
     log(`hiermem: wrote ${ckPath}, ${path.join(f.out, 'loss.svg')}, ${metricsPath}, summary.json`);
   }
+}
+
+/**
+ * Memory training from the CLI: documents routed by the tree, packed per leaf; the anchor is new,
+ * taken from --anchor CKPT, or resumed together with its bank.
+ */
+async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDocs: string[], valDocs: string[],
+                                resuming: boolean): Promise<PreparedRun> {
+  let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, treeFile: string;
+  if (resuming) {
+    const ck = await loadHierarchicalCheckpoint(f.resume!, { maxBatch: f.batchSize, inRam: true });
+    hm = ck.hm;
+    optimizer = ck.optimizer ?? new AdamW(hm.anchor, { weightDecay: f.weightDecay });
+    start = ck.trainer;
+    treeFile = path.join(path.dirname(f.resume!), 'tree.safetensors');
+  } else {
+    treeFile = f.tree!;
+    const preset = MODEL_PRESETS[f.preset]!;
+    const anchor = f.anchor ? (await loadCheckpoint(f.anchor, { maxBatch: f.batchSize, withOptimizer: false })).model
+      : AnchorModel.create({ ...preset, vocabSize: tokenizer.vocabSize, seed: f.seed }, { maxBatch: f.batchSize });
+    const levels = f.memoryLevels.split(',').map((x) => Number(x.trim()));
+    const tree = await RetrievalTree.load(treeFile);
+    if (levels.length !== tree.p) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `--memory-levels lists ${levels.length} levels, the tree ${treeFile} has ${tree.p}`);
+    }
+    const spec = resolveMemorySpec({ k: tree.k, levels, generic: true }, anchor.config);
+    const bank = f.bankFile
+      ? await MemoryBank.createFile(path.join(f.out, 'bank.work.safetensors'), spec, anchor.config.dModel, { seed: f.seed })
+      : MemoryBank.createInMemory(spec, anchor.config.dModel, { seed: f.seed });
+    hm = HierarchicalModel.fromAnchor(anchor, bank, f.batchSize);
+    optimizer = new AdamW(hm.anchor, { weightDecay: f.weightDecay });
+  }
+  const tree = await RetrievalTree.load(treeFile);
+  if (!resuming) await tree.save(path.join(f.out, 'tree.safetensors'));
+  const pack = async (texts: string[]) => {
+    const paths = await tree.assignTexts(texts);
+    return packByLeaf({ docs: texts.map((t) => tokenizer.encode(t)), paths, levels: tree.p },
+      { seqLen: hm.anchor.config.seqLen, eotId: tokenizer.eotId, padId: tokenizer.padId! });
+  };
+  const source = new PathBatchSampler(await pack(trainDocs), { seed: f.seed, state: start?.rngState, genericK: tree.k });
+  const val = new PathBatchSampler(await pack(valDocs), { seed: f.seed + 1 });
+  const sizes = memorySizes(hm.bank.spec, hm.anchor.config, hm.anchor.paramCount);
+  const stepper = memoryStepper(hm, optimizer, tokenizer, { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay });
+  return {
+    train: (o) => trainLoop(stepper, source, val, start, o, hm.anchor.config.seqLen), start, model: hm.anchor,
+    describe: `anchor ${hm.anchor.paramCount.toLocaleString('en-US')} params + memories (${f.memoryMode}; tree k ${tree.k}, p ${tree.p}; fetched ${sizes.fetchedParams.toLocaleString('en-US')}, bank ${sizes.bankParams.toLocaleString('en-US')})`,
+  };
 }
 
 async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
@@ -218,6 +307,39 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
   }
 }
 
+async function cmdCluster(f: { corpus: string; format: string; field: string; k: number; levels: number; seed: number; out: string; json: boolean }) {
+  const format = f.format === 'text' && f.corpus.endsWith('.jsonl') ? 'jsonl' : f.format;
+  const docs = await loadDocs(f.corpus, format, f.field);
+  const t0 = performance.now();
+  const { tree, paths } = await RetrievalTree.fitTexts(docs, { k: f.k, p: f.levels, seed: f.seed });
+  await tree.save(f.out);
+  const leaves = new Set<number>();
+  for (let i = 0; i < docs.length; i++) leaves.add(paths[i * f.levels + f.levels - 1]!);
+  const summary = { documents: docs.length, k: f.k, levels: f.levels, leavesUsed: leaves.size, leaves: tree.leafCount, seconds: (performance.now() - t0) / 1000, out: f.out };
+  if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  else process.stderr.write(`hiermem: clustered ${docs.length} documents into ${leaves.size} of ${tree.leafCount} leaves (k ${f.k}, ${f.levels} levels); wrote ${f.out}\n`);
+}
+
+async function cmdEval(f: { ckpt: string; probes: string; json: boolean }) {
+  const probes = await readProbes(f.probes);
+  const header = await readSafetensorsHeader(f.ckpt);
+  let result;
+  if (header.metadata.memory_bank !== undefined) {
+    const ck = await loadHierarchicalCheckpoint(f.ckpt, { maxBatch: 1 });
+    const tree = await RetrievalTree.load(path.join(path.dirname(f.ckpt), 'tree.safetensors'));
+    const paths = await tree.assignTexts(probes.map((p) => p.prompt));
+    result = scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)));
+  } else {
+    const ck = await loadCheckpoint(f.ckpt, { maxBatch: 1, withOptimizer: false });
+    result = scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx));
+  }
+  if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
+  else {
+    process.stdout.write(`accuracy ${(100 * result.overall).toFixed(1)}% over ${result.n} probes\n`);
+    for (const b of result.buckets) process.stdout.write(`  ${b.name}: ${(100 * b.accuracy).toFixed(1)}% (${b.n})\n`);
+  }
+}
+
 const program = new Command();
 program.name('hiermem').description('Pretrain small language models with hierarchical parametric memories').version('0.1.0');
 
@@ -251,7 +373,34 @@ program.command('train')
   .option('--checkpoint-every <n>', 'checkpoint every n steps (0: only at the end)', int, 0)
   .option('--no-progress', 'no progress bar')
   .option('--json', 'print the summary as one JSON line on stdout', false)
+  .option('--tree <file>', 'a retrieval tree from `hiermem cluster`: train with hierarchical memories')
+  .option('--memory-levels <r1,r2,...>', 'hidden units per memory layer from each level\'s block (one per tree level)', '16,48')
+  .addOption(new Option('--memory-mode <mode>', 'cotrain (anchor + memories), posthoc (anchor frozen), joint').choices(['cotrain', 'posthoc', 'joint']).default('cotrain'))
+  .option('--memory-lr-scale <x>', 'memory LR = anchor LR x this', num, 2)
+  .option('--memory-weight-decay <x>', 'weight decay of memory blocks (paper: 1e-3)', num, 1e-3)
+  .option('--anchor <checkpoint>', 'start the anchor from this checkpoint (post-hoc or continued training)')
+  .option('--bank-file', 'keep the bank memory-mapped in the output folder instead of RAM', false)
+  .option('--stop-after <n>', 'stop after step n with a checkpoint (the schedule still spans --steps); resume later with --resume', int)
   .action((opts: TrainFlags) => cmdTrain(opts));
+
+program.command('cluster')
+  .description('fit the retrieval tree (hierarchical k-means over document embeddings)')
+  .requiredOption('--corpus <file>', 'text or JSONL corpus')
+  .addOption(new Option('--format <format>', 'corpus format').choices(['text', 'lines', 'jsonl']).default('text'))
+  .option('--field <name>', 'JSONL field holding the text', 'text')
+  .option('--k <n>', 'branching factor', int, 8)
+  .option('--levels <p>', 'tree depth', int, 2)
+  .option('--seed <n>', 'seed', int, 1)
+  .requiredOption('--out <file>', 'output tree (.safetensors)')
+  .option('--json', 'print a summary as JSON', false)
+  .action(cmdCluster);
+
+program.command('eval')
+  .description('fact-probe accuracy of a checkpoint, overall and per bucket')
+  .requiredOption('--ckpt <file>', 'checkpoint written by train (a memory checkpoint routes each prompt through its tree)')
+  .requiredOption('--probes <file>', 'JSONL: {"prompt", "answer", "bucket"?} per line')
+  .option('--json', 'print {"overall", "n", "buckets"} on stdout', false)
+  .action(cmdEval);
 
 program.command('generate')
   .description('continue a prompt with a trained checkpoint')

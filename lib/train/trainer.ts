@@ -130,7 +130,10 @@ export async function trainLoop<B extends Batch>(
   };
 
   while (step < o.steps) {
-    if (o.signal?.aborted) throw new HiermemError('E_ABORTED', `training aborted at step ${step}`);
+    if (o.signal?.aborted) {
+      await checkpoint(); // an interrupted run can resume from where it stopped
+      throw new HiermemError('E_ABORTED', `training aborted at step ${step}`);
+    }
     const batch = source.next(o.batchSize);
     const lr = cosineLr(step, schedule);
     let loss = Number.NaN;
