@@ -41,6 +41,20 @@ test('bad CLI input exits with a typed error message, not a stack trace', async 
   await assert.rejects(run(process.execPath, [CLI, 'info', bad]),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_CHECKPOINT_CORRUPT/.test(e.stderr ?? ''));
   await rm(bad);
+  const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-clierr-'));
+  const jsonl = path.join(dir, 'c.jsonl');
+  await writeFile(jsonl, '{"text": "fine"}\n{"txt": "no text field"}\n');
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', jsonl, '--steps', '1']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_INVALID_ARGUMENT/.test(e.stderr ?? '') && /c\.jsonl:2/.test(e.stderr ?? ''));
+  const cfg = path.join(dir, 'model.json');
+  await writeFile(cfg, '{"dModel": 32, "headDim": 7}');
+  await writeFile(jsonl, '{"text": "a short document"}\n{"text": "another one"}\n');
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', jsonl, '--config', cfg, '--steps', '1']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_CONFIG_INVALID/.test(e.stderr ?? '') && /model\.json/.test(e.stderr ?? ''));
+  await writeFile(cfg, '{"dModel": 32, "layers": 2}');
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', jsonl, '--config', cfg, '--steps', '1']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /unknown field "layers"/.test(e.stderr ?? ''));
+  await rm(dir, { recursive: true });
   await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', '/nonexistent.txt', '--steps', '1']),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
 });

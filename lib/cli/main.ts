@@ -3,13 +3,13 @@
  * The `hiermem` command. All policy lives in lib/; this file parses flags and prints.
  */
 import { Command, Option } from 'commander';
-import { mkdir, writeFile, appendFile } from 'node:fs/promises';
+import { mkdir, writeFile, appendFile, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { loadNative } from '../native.js';
 import { AnchorModel } from '../model/anchor.js';
-import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken } from '../model/config.js';
+import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
 import { ByteTokenizer } from '../data/tokenizer.js';
 import { loadSampleCorpus, readJsonlDocuments, readTextDocuments, SAMPLE_CORPUS_PATH } from '../data/corpus.js';
@@ -53,7 +53,38 @@ interface TrainFlags {
   minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string; resume?: string;
   evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
   tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
-  anchor?: string; bankFile: boolean; stopAfter?: number;
+  anchor?: string; bankFile: boolean; stopAfter?: number; config?: string;
+}
+
+/** The model config: a preset, overridden field by field by a JSON file (--config). */
+async function modelConfigOf(f: TrainFlags, vocabSize: number): Promise<Partial<ModelConfig> & { vocabSize: number }> {
+  const preset = MODEL_PRESETS[f.preset];
+  if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
+  let extra: Record<string, unknown> = {};
+  if (f.config) {
+    let text: string;
+    try {
+      text = await readFile(f.config, 'utf8');
+    } catch (e) {
+      throw new HiermemError('E_IO', `cannot read model config ${f.config}: ${(e as Error).message}`, { cause: e });
+    }
+    try {
+      extra = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new HiermemError('E_CONFIG_INVALID', `${f.config}: not valid JSON`);
+    }
+    if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) throw new HiermemError('E_CONFIG_INVALID', `${f.config}: must be a JSON object`);
+    const known = new Set(['dModel', 'nLayers', 'nHeads', 'headDim', 'ffnHidden', 'seqLen', 'normEps', 'ropeBase', 'seed']);
+    for (const k of Object.keys(extra)) if (!known.has(k)) throw new HiermemError('E_CONFIG_INVALID', `${f.config}: unknown field "${k}" (known: ${[...known].join(', ')})`);
+  }
+  const cfg = { ...preset, seed: f.seed, ...extra, vocabSize } as Partial<ModelConfig> & { vocabSize: number };
+  try {
+    resolveModelConfig(cfg);
+  } catch (e) {
+    if (e instanceof HiermemError && f.config) throw new HiermemError(e.code, `${f.config}: ${e.message}`, { cause: e });
+    throw e;
+  }
+  return cfg;
 }
 
 /** A training run ready to go: anchor-only or with memories. */
@@ -75,8 +106,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   if (f.threads) loadNative().setNumThreads(f.threads);
   const tokenizer = new ByteTokenizer();
   const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
-  const preset = MODEL_PRESETS[f.preset];
-  if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
+  const modelConfig = await modelConfigOf(f, tokenizer.vocabSize);
   await mkdir(f.out, { recursive: true });
   const ckPath = path.join(f.out, 'checkpoint.safetensors');
   const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
@@ -85,7 +115,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   const resumeHeader = f.resume ? await readSafetensorsHeader(f.resume) : null;
   const memoryRun = f.tree !== undefined || resumeHeader?.metadata.memory_bank !== undefined;
   let run: PreparedRun;
-  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null);
+  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null, modelConfig);
   else {
     let model: AnchorModel, optimizer: AdamW, start: TrainerState | undefined;
     if (f.resume) {
@@ -94,7 +124,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
       optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: f.weightDecay });
       start = ck.trainer;
     } else {
-      model = AnchorModel.create({ ...preset, vocabSize: tokenizer.vocabSize, seed: f.seed }, { maxBatch: f.batchSize });
+      model = AnchorModel.create(modelConfig, { maxBatch: f.batchSize });
       optimizer = new AdamW(model, { weightDecay: f.weightDecay });
     }
     const T = model.config.seqLen;
@@ -105,7 +135,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
     const stepper = anchorStepper(model, optimizer, tokenizer);
     run = {
       train: (o) => trainLoop(stepper, source, val, start, o, T), model, start,
-      describe: `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.resume ? 'resumed' : f.preset})`,
+      describe: `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.resume ? 'resumed' : f.config ?? f.preset})`,
     };
   }
   const { model, start } = run;
@@ -188,7 +218,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
  * taken from --anchor CKPT, or resumed together with its bank.
  */
 async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDocs: string[], valDocs: string[],
-                                resuming: boolean): Promise<PreparedRun> {
+                                resuming: boolean, modelConfig: Partial<ModelConfig> & { vocabSize: number }): Promise<PreparedRun> {
   let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, treeFile: string;
   if (resuming) {
     const ck = await loadHierarchicalCheckpoint(f.resume!, { maxBatch: f.batchSize, inRam: true });
@@ -198,9 +228,8 @@ async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDo
     treeFile = path.join(path.dirname(f.resume!), 'tree.safetensors');
   } else {
     treeFile = f.tree!;
-    const preset = MODEL_PRESETS[f.preset]!;
     const anchor = f.anchor ? (await loadCheckpoint(f.anchor, { maxBatch: f.batchSize, withOptimizer: false })).model
-      : AnchorModel.create({ ...preset, vocabSize: tokenizer.vocabSize, seed: f.seed }, { maxBatch: f.batchSize });
+      : AnchorModel.create(modelConfig, { maxBatch: f.batchSize });
     const levels = f.memoryLevels.split(',').map((x) => Number(x.trim()));
     const tree = await RetrievalTree.load(treeFile);
     if (levels.length !== tree.p) {
@@ -320,19 +349,24 @@ async function cmdCluster(f: { corpus: string; format: string; field: string; k:
   else process.stderr.write(`hiermem: clustered ${docs.length} documents into ${leaves.size} of ${tree.leafCount} leaves (k ${f.k}, ${f.levels} levels); wrote ${f.out}\n`);
 }
 
-async function cmdEval(f: { ckpt: string; probes: string; json: boolean }) {
+async function cmdEval(f: { ckpt: string; probes: string; json: boolean; progress: boolean }) {
   const probes = await readProbes(f.probes);
+  const bar = f.progress ? new cliProgress.SingleBar({ format: 'eval  {bar} {value}/{total} probes | ETA {eta_formatted}', noTTYOutput: true,
+    notTTYSchedule: 10000, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+  bar?.start(probes.length, 0);
+  const tick = (n: number) => bar?.update(n);
   const header = await readSafetensorsHeader(f.ckpt);
   let result;
   if (header.metadata.memory_bank !== undefined) {
     const ck = await loadHierarchicalCheckpoint(f.ckpt, { maxBatch: 1 });
     const tree = await RetrievalTree.load(path.join(path.dirname(f.ckpt), 'tree.safetensors'));
     const paths = await tree.assignTexts(probes.map((p) => p.prompt));
-    result = scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)));
+    result = scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)), 12, tick);
   } else {
     const ck = await loadCheckpoint(f.ckpt, { maxBatch: 1, withOptimizer: false });
-    result = scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx));
+    result = scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx), 12, tick);
   }
+  bar?.stop();
   if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
   else {
     process.stdout.write(`accuracy ${(100 * result.overall).toFixed(1)}% over ${result.n} probes\n`);
@@ -359,6 +393,7 @@ program.command('train')
   .addOption(new Option('--format <format>', 'corpus format').choices(['text', 'lines', 'jsonl']).default('text'))
   .option('--field <name>', 'JSONL field holding the text', 'text')
   .addOption(new Option('--preset <name>', 'model size').choices(Object.keys(MODEL_PRESETS)).default('small'))
+  .option('--config <file>', 'model config JSON overriding the preset (dModel, nLayers, nHeads, headDim, ffnHidden, seqLen, ...)')
   .option('--steps <n>', 'training steps', int, 300)
   .option('--batch-size <n>', 'sequences per step', int, 8)
   .option('--lr <x>', 'peak learning rate', num, 3e-3)
@@ -400,6 +435,7 @@ program.command('eval')
   .requiredOption('--ckpt <file>', 'checkpoint written by train (a memory checkpoint routes each prompt through its tree)')
   .requiredOption('--probes <file>', 'JSONL: {"prompt", "answer", "bucket"?} per line')
   .option('--json', 'print {"overall", "n", "buckets"} on stdout', false)
+  .option('--no-progress', 'no progress bar')
   .action(cmdEval);
 
 program.command('generate')
