@@ -31,8 +31,12 @@ test('cluster -> train --tree -> eval -> resume: the memory pipeline from the CL
   assert.equal(full.steps, 6);
   assert.ok(Number.isFinite(full.finalLoss));
   const files = await readdir(out);
-  for (const f of ['checkpoint.safetensors', 'checkpoint.bank.safetensors', 'tree.safetensors', 'loss.svg']) assert.ok(files.includes(f), f);
-  const info = JSON.parse(await cli('info', path.join(out, 'checkpoint.bank.safetensors')));
+  // the bank of a checkpoint is named by its step (so a newer bank never replaces the one a checkpoint names)
+  for (const f of ['checkpoint.safetensors', 'checkpoint.bank.step-6.safetensors', 'tree.safetensors', 'loss.svg']) assert.ok(files.includes(f), f);
+  assert.equal(files.filter((f) => f.includes('.bank.')).length, 1, `one bank file: ${files.join(', ')}`);
+  const ckInfo = JSON.parse(await cli('info', path.join(out, 'checkpoint.safetensors')));
+  assert.equal(ckInfo.metadata.memory_bank, 'checkpoint.bank.step-6.safetensors');
+  const info = JSON.parse(await cli('info', path.join(out, 'checkpoint.bank.step-6.safetensors')));
   assert.equal(info.format, 'hiermem-bank');
   // eval with probes, memory routed by the tree saved beside the checkpoint
   const probes = path.join(dir, 'p.jsonl');
@@ -41,6 +45,10 @@ test('cluster -> train --tree -> eval -> resume: the memory pipeline from the CL
   assert.equal(ev.n, 8);
   assert.deepEqual(ev.buckets.map((b: { name: string; n: number }) => [b.name, b.n]), [['B1', 4], ['B2', 4]]);
   assert.ok(ev.overall >= 0 && ev.overall <= 1);
+  // generate routes the prompt through the tree and says which path it fetched
+  const gen = await run(process.execPath, [CLI, 'generate', '--ckpt', path.join(out, 'checkpoint.safetensors'), 'Osmium is', '--max-tokens', '4', '--temperature', '0']);
+  assert.ok(gen.stdout.startsWith('Osmium is'));
+  assert.match(gen.stderr, /memory path \d+ > \d+/);
   // a run stopped after 3 of 6 steps and resumed reaches the uninterrupted run's losses
   const out2 = path.join(dir, 'run2');
   const part = ['--corpus', corpus, '--tree', tree, '--preset', 'tiny', '--batch-size', '4', '--memory-levels', '4,8', '--out', out2, '--json', '--no-progress', '--eval-every', '0', '--checkpoint-every', '1'];

@@ -41,6 +41,10 @@ test('bad CLI input exits with a typed error message, not a stack trace', async 
   await assert.rejects(run(process.execPath, [CLI, 'info', bad]),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_CHECKPOINT_CORRUPT/.test(e.stderr ?? ''));
   await rm(bad);
+  await assert.rejects(run(process.execPath, [CLI, 'eval', '--probes', 'x.jsonl']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_INVALID_ARGUMENT: required option '--ckpt/.test(e.stderr ?? ''));
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--steps', 'many']),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_INVALID_ARGUMENT/.test(e.stderr ?? ''));
   const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-clierr-'));
   const jsonl = path.join(dir, 'c.jsonl');
   await writeFile(jsonl, '{"text": "fine"}\n{"txt": "no text field"}\n');

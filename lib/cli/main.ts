@@ -2,7 +2,7 @@
 /**
  * The `hiermem` command. All policy lives in lib/; this file parses flags and prints.
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { mkdir, writeFile, appendFile, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
@@ -264,10 +264,20 @@ async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; ch
   const prompt = promptArg ?? f.prompt;
   if (!file) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs --ckpt <checkpoint.safetensors>');
   if (prompt === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs a prompt (argument or --prompt)');
+  const opts = { maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, seed: f.seed };
+  const header = await readSafetensorsHeader(file);
+  if (header.metadata.memory_bank !== undefined) {
+    // a memory checkpoint: route the prompt through the tree saved beside it, fetch that path once
+    const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
+    const tree = await RetrievalTree.load(path.join(path.dirname(file), 'tree.safetensors'));
+    const route = await tree.assignText(prompt);
+    const out = generate(ck.hm.logitsForPath(route), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
+    process.stderr.write(`hiermem: memory path ${Array.from(route).join(' > ')} (k ${tree.k}, ${tree.p} levels)\n`);
+    process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
+    return;
+  }
   const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
-  const out = generate(ck.model, ck.tokenizer.encode(prompt), {
-    maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, seed: f.seed, stopToken: ck.tokenizer.eotId,
-  });
+  const out = generate(ck.model, ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
   process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
 }
 
@@ -375,6 +385,10 @@ async function cmdEval(f: { ckpt: string; probes: string; json: boolean; progres
 }
 
 const program = new Command();
+// Usage errors from the argument parser get the same typed form as every other failure (set before
+// the subcommands are added, so they inherit it).
+program.exitOverride();
+program.configureOutput({ writeErr: (s) => { if (!/^error:/.test(s)) process.stderr.write(s); } });
 program.name('hiermem').description('Pretrain small language models with hierarchical parametric memories').version('0.1.0');
 
 program.command('demo')
@@ -458,6 +472,11 @@ program.command('info')
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof HiermemError) {
     process.stderr.write(`hiermem: error ${e.code}: ${e.message}\n`);
+    process.exit(2);
+  }
+  if (e instanceof CommanderError) {
+    if (e.exitCode === 0) process.exit(0); // --help, --version
+    process.stderr.write(`hiermem: error E_INVALID_ARGUMENT: ${e.message.replace(/^error: /, '')}\n`);
     process.exit(2);
   }
   throw e;
