@@ -81,7 +81,9 @@ export interface ModelReport {
   name: 'anchor' | 'generic' | 'fetched' | 'dense2x';
   params: { anchor: number; fetched: number; bank: number; active: number };
   overall: number;
-  buckets: Array<{ name: string; accuracy: number }>;
+  buckets: Array<{ name: string; accuracy: number; n: number }>;
+  /** Accuracy pooled over the three rarest buckets. */
+  rare: number;
   trainSeconds: number;
   losses: { steps: number[]; losses: number[] };
 }
@@ -96,7 +98,7 @@ export interface DemoResults {
   };
   routing: { accuracy: number; k: number; p: number };
   models: ModelReport[];
-  blocked: { overall: number; buckets: Array<{ name: string; accuracy: number }> };
+  blocked: { overall: number; rare: number; buckets: Array<{ name: string; accuracy: number; n: number }> };
   seconds: number;
   machine: string;
   seed: number;
@@ -104,8 +106,15 @@ export interface DemoResults {
   plan: DemoPlan;
 }
 
-function bucketsOf(r: ProbeResult): Array<{ name: string; accuracy: number }> {
-  return r.buckets.map((b) => ({ name: b.name, accuracy: b.accuracy }));
+function bucketsOf(r: ProbeResult): Array<{ name: string; accuracy: number; n: number }> {
+  return r.buckets.map((b) => ({ name: b.name, accuracy: b.accuracy, n: b.n }));
+}
+
+/** Accuracy pooled over the probes of the given buckets. */
+export function pooledAccuracy(buckets: ReadonlyArray<{ name: string; accuracy: number; n: number }>, names: readonly string[]): number {
+  let ok = 0, n = 0;
+  for (const b of buckets) if (names.includes(b.name)) { ok += b.accuracy * b.n; n += b.n; }
+  return n ? ok / n : 0;
 }
 
 function machineName(): string {
@@ -190,7 +199,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   phase('eval anchor');
   const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx));
   reports.push({ name: 'anchor', params: { anchor: anchorParams, fetched: 0, bank: 0, active: anchorParams }, overall: aRes.overall,
-    buckets: bucketsOf(aRes), trainSeconds: aSeconds, losses: joinLosses(aHist) });
+    buckets: bucketsOf(aRes), rare: 0, trainSeconds: aSeconds, losses: joinLosses(aHist) });
 
   // 2b/2c. memory models: generic only, and fetched (with the paper's 1/(k+1) generic mixing)
   const spec = resolveMemorySpec({ k: plan.tree.k, levels: plan.levels, generic: true }, cfg);
@@ -219,7 +228,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       name === 'generic' ? genericLogits : hm.logitsForPath(probePaths.subarray(i * p, (i + 1) * p));
     const res = scoreProbes(probes, tok, logitsFor);
     reports.push({ name, params: { anchor: anchorParams, fetched: sizes.fetchedParams, bank: name === 'generic' ? sizes.fetchedParams : sizes.bankParams,
-      active: anchorParams + sizes.fetchedParams }, overall: res.overall, buckets: bucketsOf(res), trainSeconds: seconds, losses: joinLosses(hist) });
+      active: anchorParams + sizes.fetchedParams }, overall: res.overall, buckets: bucketsOf(res), rare: 0, trainSeconds: seconds, losses: joinLosses(hist) });
     return hm;
   };
   await memoryRun('generic');
@@ -243,9 +252,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const dRes = scoreProbes(probes, tok, () => (ctx) => dense.nextTokenLogits(ctx));
   const dParams = anchorParamCount(dcfg);
   reports.push({ name: 'dense2x', params: { anchor: dParams, fetched: 0, bank: 0, active: dParams }, overall: dRes.overall,
-    buckets: bucketsOf(dRes), trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });
+    buckets: bucketsOf(dRes), rare: 0, trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });
 
   if (reports.length !== 4) throw new HiermemError('E_INVALID_ARGUMENT', 'demo produced an incomplete set of models');
+  const rareNames = corpus.buckets.slice(-3).map((b) => b.name);
+  for (const r of reports) r.rare = pooledAccuracy(r.buckets, rareNames);
   return {
     corpus: {
       documents: corpus.stats.documents,
@@ -256,7 +267,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     },
     routing: { accuracy: routed / probes.length, k: plan.tree.k, p: plan.tree.p },
     models: reports,
-    blocked: { overall: blocked.overall, buckets: bucketsOf(blocked) },
+    blocked: { overall: blocked.overall, rare: pooledAccuracy(bucketsOf(blocked), rareNames), buckets: bucketsOf(blocked) },
     seconds: (performance.now() - t0) / 1000,
     machine: machineName(),
     seed: o.seed,

@@ -14,11 +14,11 @@ export function resultsTable(r: DemoResults): string {
   const head = `| model | anchor params | fetched | bank | ${names.map((n) => {
     const b = r.corpus.buckets.find((x) => x.name === n)!;
     return `${n} (${b.minFreq === b.maxFreq ? b.minFreq : `${b.minFreq}–${b.maxFreq}`} docs)`;
-  }).join(' | ')} | all | train s |`;
-  const sep = `|${'---|'.repeat(names.length + 6)}`;
+  }).join(' | ')} | 3 rarest | all | train s |`;
+  const sep = `|${'---|'.repeat(names.length + 7)}`;
   const rows = r.models.map((m) => `| ${m.name} | ${num(m.params.anchor)} | ${num(m.params.fetched)} | ${num(m.params.bank)} | ${
-    names.map((n) => pct(m.buckets.find((b) => b.name === n)?.accuracy ?? 0)).join(' | ')} | ${pct(m.overall)} | ${m.trainSeconds.toFixed(0)} |`);
-  rows.push(`| fetched, level-1 subtree blocked | | | | ${names.map((n) => pct(r.blocked.buckets.find((b) => b.name === n)?.accuracy ?? 0)).join(' | ')} | ${pct(r.blocked.overall)} | |`);
+    names.map((n) => pct(m.buckets.find((b) => b.name === n)?.accuracy ?? 0)).join(' | ')} | ${pct(m.rare)} | ${pct(m.overall)} | ${m.trainSeconds.toFixed(0)} |`);
+  rows.push(`| fetched, level-1 subtree blocked | | | | ${names.map((n) => pct(r.blocked.buckets.find((b) => b.name === n)?.accuracy ?? 0)).join(' | ')} | ${pct(r.blocked.rare)} | ${pct(r.blocked.overall)} | |`);
   return [head, sep, ...rows].join('\n');
 }
 
