@@ -3,8 +3,12 @@
 #pragma once
 #include <napi.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <initializer_list>
 #include <string>
 
 namespace hmb {
@@ -14,6 +18,34 @@ namespace hmb {
   throw Napi::Error::New(env, std::string("[") + code + "] " + msg);
 }
 
+// The product of `dims` as an element count. Fails with E_INVALID_ARGUMENT when it overflows or
+// exceeds 2^53 (no buffer is that large): dims each in range can still multiply past int64, and a
+// wrapped product would let a small buffer pass a length check for a huge loop.
+inline int64_t elems(Napi::Env env, const char* what, std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (int64_t d : dims)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n) || n > (INT64_C(1) << 53))
+      fail(env, "E_INVALID_ARGUMENT", std::string(what) + ": the product of its dimensions is too large");
+  return n;
+}
+
+// Physical RAM in bytes (0 if unknown).
+inline double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+  return pages > 0 && size > 0 ? (double)pages * (double)size : 0;
+}
+
+// Refuses (E_CONFIG_INVALID, with the numbers) an allocation of `bytes` that exceeds physical RAM,
+// before anything is allocated: a vector that large would be killed by the OOM killer while zeroing.
+inline void check_fits_in_memory(Napi::Env env, const std::string& what, double bytes) {
+  const double ram = physical_memory_bytes();
+  if (ram > 0 && bytes > ram) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " need %.3g GiB, more than this machine's %.3g GiB of RAM", bytes / 1073741824.0, ram / 1073741824.0);
+    fail(env, "E_CONFIG_INVALID", what + buf);
+  }
+}
+
 inline int64_t get_int(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo, int64_t hi) {
   if (i >= info.Length() || !info[i].IsNumber()) fail(info.Env(), "E_INVALID_ARGUMENT", std::string(name) + " must be a number");
   double v = info[i].As<Napi::Number>().DoubleValue();
@@ -21,6 +53,11 @@ inline int64_t get_int(const Napi::CallbackInfo& info, size_t i, const char* nam
     fail(info.Env(), "E_INVALID_ARGUMENT", std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
                                                std::to_string(hi) + "], got " + std::to_string(v));
   return (int64_t)v;
+}
+
+inline std::string get_string(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsString()) fail(info.Env(), "E_INVALID_ARGUMENT", std::string(name) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
 }
 
 inline double get_double(const Napi::CallbackInfo& info, size_t i, const char* name) {

@@ -23,8 +23,8 @@ static Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   int64_t N;
   get_array<int32_t>(info[1], env, "tokens", -1, &N);
   auto* tokens = get_array<int32_t>(info, 1, "tokens", N);
-  auto* out = get_array<float>(info, 0, "out", N * C);
-  auto* wte = get_array<float>(info, 2, "wte", V * C);
+  auto* out = get_array<float>(info, 0, "out", elems(env, "out", {N, C}));
+  auto* wte = get_array<float>(info, 2, "wte", elems(env, "wte", {V, C}));
   check_tokens(env, "tokens", tokens, N, V, false);
   embedding_forward(out, tokens, wte, N, C);
   return env.Undefined();
@@ -36,8 +36,8 @@ static Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   int64_t N;
   get_array<int32_t>(info[2], env, "tokens", -1, &N);
   auto* tokens = get_array<int32_t>(info, 2, "tokens", N);
-  auto* dwte = get_array<float>(info, 0, "dwte", V * C);
-  auto* dout = get_array<float>(info, 1, "dout", N * C);
+  auto* dwte = get_array<float>(info, 0, "dwte", elems(env, "dwte", {V, C}));
+  auto* dout = get_array<float>(info, 1, "dout", elems(env, "dout", {N, C}));
   check_tokens(env, "tokens", tokens, N, V, false);
   embedding_backward(dwte, dout, tokens, N, C);
   return env.Undefined();
@@ -45,10 +45,11 @@ static Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
 
 static Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
   int64_t N = get_int(info, 4, "N", 0, kMaxDim), C = get_int(info, 5, "C", 1, kMaxDim);
+  const int64_t NC = elems(info.Env(), "x", {N, C});
   double eps = get_double(info, 6, "eps");
-  auto* out = get_array<float>(info, 0, "out", N * C);
+  auto* out = get_array<float>(info, 0, "out", NC);
   auto* rstd = get_array<float>(info, 1, "rstd", N);
-  auto* x = get_array<float>(info, 2, "x", N * C);
+  auto* x = get_array<float>(info, 2, "x", NC);
   auto* w = get_array<float>(info, 3, "w", C);
   rmsnorm_forward(out, rstd, x, w, N, C, (float)eps);
   return info.Env().Undefined();
@@ -56,10 +57,11 @@ static Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
 
 static Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   int64_t N = get_int(info, 6, "N", 0, kMaxDim), C = get_int(info, 7, "C", 1, kMaxDim);
-  auto* dx = get_array<float>(info, 0, "dx", N * C);
+  const int64_t NC = elems(info.Env(), "x", {N, C});
+  auto* dx = get_array<float>(info, 0, "dx", NC);
   auto* dw = get_array<float>(info, 1, "dw", C);
-  auto* dout = get_array<float>(info, 2, "dout", N * C);
-  auto* x = get_array<float>(info, 3, "x", N * C);
+  auto* dout = get_array<float>(info, 2, "dout", NC);
+  auto* x = get_array<float>(info, 3, "x", NC);
   auto* w = get_array<float>(info, 4, "w", C);
   auto* rstd = get_array<float>(info, 5, "rstd", N);
   rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C);
@@ -73,7 +75,7 @@ static Napi::Value Rope(const Napi::CallbackInfo& info, bool backward) {
   double base = get_double(info, 5, "base");
   if (hd % 2) fail(env, "E_INVALID_ARGUMENT", "hd must be even for rotary embeddings, got " + std::to_string(hd));
   if (base <= 1) fail(env, "E_INVALID_ARGUMENT", "rope base must be > 1");
-  auto* x = get_array<float>(info, 0, "x", N * H * hd);
+  auto* x = get_array<float>(info, 0, "x", elems(env, "x", {N, H, hd}));
   auto* pos = get_array<int32_t>(info, 1, "pos", N);
   for (int64_t i = 0; i < N; i++)
     if (pos[i] < 0 || pos[i] > (1 << 24)) fail(env, "E_INVALID_ARGUMENT", "pos[" + std::to_string(i) + "] out of range");
@@ -86,13 +88,13 @@ static Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   int64_t B = get_int(info, 6, "B", 1, kMaxDim), T = get_int(info, 7, "T", 1, kMaxDim),
           H = get_int(info, 8, "H", 1, kMaxDim), hd = get_int(info, 9, "hd", 1, kMaxDim);
-  const int64_t n = B * T * H * hd;
+  const int64_t n = elems(env, "q", {B, T, H, hd}), nl = elems(env, "lse", {B, H, T});
   auto* out = get_array<float>(info, 0, "out", n);
-  auto* lse = get_array<float>(info, 1, "lse", B * H * T);
+  auto* lse = get_array<float>(info, 1, "lse", nl);
   auto* q = get_array<float>(info, 2, "q", n);
   auto* k = get_array<float>(info, 3, "k", n);
   auto* v = get_array<float>(info, 4, "v", n);
-  auto* ds = get_optional_array<int32_t>(info, 5, "docStart", B * T);
+  auto* ds = get_optional_array<int32_t>(info, 5, "docStart", elems(env, "docStart", {B, T}));
   check_doc_start(env, ds, B, T);
   attention_forward(out, lse, q, k, v, ds, B, T, H, hd, H * hd);
   return env.Undefined();
@@ -102,7 +104,7 @@ static Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   int64_t B = get_int(info, 10, "B", 1, kMaxDim), T = get_int(info, 11, "T", 1, kMaxDim),
           H = get_int(info, 12, "H", 1, kMaxDim), hd = get_int(info, 13, "hd", 1, kMaxDim);
-  const int64_t n = B * T * H * hd;
+  const int64_t n = elems(env, "q", {B, T, H, hd}), nl = elems(env, "lse", {B, H, T});
   auto* dq = get_array<float>(info, 0, "dq", n);
   auto* dk = get_array<float>(info, 1, "dk", n);
   auto* dv = get_array<float>(info, 2, "dv", n);
@@ -111,8 +113,8 @@ static Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   auto* k = get_array<float>(info, 5, "k", n);
   auto* v = get_array<float>(info, 6, "v", n);
   auto* out = get_array<float>(info, 7, "out", n);
-  auto* lse = get_array<float>(info, 8, "lse", B * H * T);
-  auto* ds = get_optional_array<int32_t>(info, 9, "docStart", B * T);
+  auto* lse = get_array<float>(info, 8, "lse", nl);
+  auto* ds = get_optional_array<int32_t>(info, 9, "docStart", elems(env, "docStart", {B, T}));
   check_doc_start(env, ds, B, T);
   attention_backward(dq, dk, dv, dout, q, k, v, out, lse, ds, B, T, H, hd, H * hd);
   return env.Undefined();
@@ -136,13 +138,16 @@ static Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
 static Napi::Value FfnForward(const Napi::CallbackInfo& info) {
   int64_t N = get_int(info, 7, "N", 0, kMaxDim), C = get_int(info, 8, "C", 1, kMaxDim),
           F = get_int(info, 9, "F", 1, kMaxDim);
-  auto* y = get_array<float>(info, 0, "y", N * C);
-  auto* gate = get_array<float>(info, 1, "gate", N * F);
-  auto* up = get_array<float>(info, 2, "up", N * F);
-  auto* x = get_array<float>(info, 3, "x", N * C);
-  auto* w1 = get_array<float>(info, 4, "w1", F * C);
-  auto* w2 = get_array<float>(info, 5, "w2", F * C);
-  auto* w3 = get_array<float>(info, 6, "w3", C * F);
+  auto env = info.Env();
+  const int64_t NC = elems(env, "x", {N, C}), NF = elems(env, "gate", {N, F}), FC = elems(env, "w1", {F, C});
+  elems(env, "scratch", {4, N, F});
+  auto* y = get_array<float>(info, 0, "y", NC);
+  auto* gate = get_array<float>(info, 1, "gate", NF);
+  auto* up = get_array<float>(info, 2, "up", NF);
+  auto* x = get_array<float>(info, 3, "x", NC);
+  auto* w1 = get_array<float>(info, 4, "w1", FC);
+  auto* w2 = get_array<float>(info, 5, "w2", FC);
+  auto* w3 = get_array<float>(info, 6, "w3", FC);
   std::vector<float> hidden((size_t)(N * F));
   ffn_forward(y, gate, up, hidden.data(), x, w1, w2, w3, N, C, F);
   return info.Env().Undefined();
@@ -151,17 +156,20 @@ static Napi::Value FfnForward(const Napi::CallbackInfo& info) {
 static Napi::Value FfnBackward(const Napi::CallbackInfo& info) {
   int64_t N = get_int(info, 11, "N", 0, kMaxDim), C = get_int(info, 12, "C", 1, kMaxDim),
           F = get_int(info, 13, "F", 1, kMaxDim);
-  auto* dx = get_array<float>(info, 0, "dx", N * C);
-  auto* dw1 = get_array<float>(info, 1, "dw1", F * C);
-  auto* dw2 = get_array<float>(info, 2, "dw2", F * C);
-  auto* dw3 = get_array<float>(info, 3, "dw3", C * F);
-  auto* dy = get_array<float>(info, 4, "dy", N * C);
-  auto* x = get_array<float>(info, 5, "x", N * C);
-  auto* gate = get_array<float>(info, 6, "gate", N * F);
-  auto* up = get_array<float>(info, 7, "up", N * F);
-  auto* w1 = get_array<float>(info, 8, "w1", F * C);
-  auto* w2 = get_array<float>(info, 9, "w2", F * C);
-  auto* w3 = get_array<float>(info, 10, "w3", C * F);
+  auto env = info.Env();
+  const int64_t NC = elems(env, "x", {N, C}), NF = elems(env, "gate", {N, F}), FC = elems(env, "w1", {F, C});
+  elems(env, "scratch", {4, N, F});
+  auto* dx = get_array<float>(info, 0, "dx", NC);
+  auto* dw1 = get_array<float>(info, 1, "dw1", FC);
+  auto* dw2 = get_array<float>(info, 2, "dw2", FC);
+  auto* dw3 = get_array<float>(info, 3, "dw3", FC);
+  auto* dy = get_array<float>(info, 4, "dy", NC);
+  auto* x = get_array<float>(info, 5, "x", NC);
+  auto* gate = get_array<float>(info, 6, "gate", NF);
+  auto* up = get_array<float>(info, 7, "up", NF);
+  auto* w1 = get_array<float>(info, 8, "w1", FC);
+  auto* w2 = get_array<float>(info, 9, "w2", FC);
+  auto* w3 = get_array<float>(info, 10, "w3", FC);
   std::vector<float> s((size_t)(4 * N * F));
   ffn_backward(dx, dw1, dw2, dw3, dy, x, gate, up, w1, w2, w3, N, C, F, s.data(), s.data() + N * F,
                s.data() + 2 * N * F, s.data() + 3 * N * F);
@@ -173,11 +181,12 @@ static Napi::Value ClassifierForwardBackward(const Napi::CallbackInfo& info) {
   int64_t N = get_int(info, 6, "N", 0, kMaxDim), C = get_int(info, 7, "C", 1, kMaxDim),
           V = get_int(info, 8, "V", 1, kMaxDim);
   double scale = get_double(info, 9, "gradScale");
+  const int64_t NC = elems(env, "x", {N, C}), VC = elems(env, "wte", {V, C});
   auto* losses = get_array<float>(info, 0, "losses", N);
-  auto* dx = get_optional_array<float>(info, 1, "dx", N * C);
-  auto* dwte = get_optional_array<float>(info, 2, "dwte", V * C);
-  auto* x = get_array<float>(info, 3, "x", N * C);
-  auto* wte = get_array<float>(info, 4, "wte", V * C);
+  auto* dx = get_optional_array<float>(info, 1, "dx", NC);
+  auto* dwte = get_optional_array<float>(info, 2, "dwte", VC);
+  auto* x = get_array<float>(info, 3, "x", NC);
+  auto* wte = get_array<float>(info, 4, "wte", VC);
   auto* targets = get_array<int32_t>(info, 5, "targets", N);
   check_tokens(env, "targets", targets, N, V, true);
   std::vector<float> scratch((size_t)(classifier_chunk_rows(N, V) * V));
@@ -188,8 +197,9 @@ static Napi::Value ClassifierForwardBackward(const Napi::CallbackInfo& info) {
 static Napi::Value MatmulNT(const Napi::CallbackInfo& info) {
   int64_t M = get_int(info, 3, "M", 0, kMaxDim), N = get_int(info, 4, "N", 0, kMaxDim),
           K = get_int(info, 5, "K", 0, kMaxDim);
-  linear_forward(get_array<float>(info, 0, "c", M * N), get_array<float>(info, 1, "a", M * K),
-                 get_array<float>(info, 2, "b", N * K), M, N, K);
+  auto env = info.Env();
+  linear_forward(get_array<float>(info, 0, "c", elems(env, "c", {M, N})), get_array<float>(info, 1, "a", elems(env, "a", {M, K})),
+                 get_array<float>(info, 2, "b", elems(env, "b", {N, K})), M, N, K);
   return info.Env().Undefined();
 }
 
@@ -206,13 +216,16 @@ static std::vector<MemoryGroup> check_groups(const Napi::CallbackInfo& info, siz
 static Napi::Value FfnMemoryForward(const Napi::CallbackInfo& info) {
   int64_t B = get_int(info, 6, "B", 1, kMaxDim), T = get_int(info, 7, "T", 1, kMaxDim), C = get_int(info, 8, "C", 1, kMaxDim),
           R = get_int(info, 9, "R", 1, kMaxDim), S = get_int(info, 10, "S", 1, kMaxDim);
-  const int64_t N = B * T;
+  auto env = info.Env();
+  const int64_t N = elems(env, "x", {B, T}), NC = elems(env, "x", {N, C}), NR = elems(env, "gateM", {N, R}),
+                SF = elems(env, "fetched", {S, 3, R, C});
+  elems(env, "scratch", {4, N, R});
   auto groups = check_groups(info, 5, B, T, S);
-  float* y = get_array<float>(info, 0, "y", N * C);
-  float* gm = get_array<float>(info, 1, "gateM", N * R);
-  float* um = get_array<float>(info, 2, "upM", N * R);
-  const float* x = get_array<float>(info, 3, "x", N * C);
-  const float* f = get_array<float>(info, 4, "fetched", S * 3 * R * C);
+  float* y = get_array<float>(info, 0, "y", NC);
+  float* gm = get_array<float>(info, 1, "gateM", NR);
+  float* um = get_array<float>(info, 2, "upM", NR);
+  const float* x = get_array<float>(info, 3, "x", NC);
+  const float* f = get_array<float>(info, 4, "fetched", SF);
   std::vector<float> hidden((size_t)(N * R));
   ffn_memory_forward(y, gm, um, hidden.data(), x, f, 3 * R * C, groups, C, R);
   return info.Env().Undefined();
@@ -222,15 +235,18 @@ static Napi::Value FfnMemoryForward(const Napi::CallbackInfo& info) {
 static Napi::Value FfnMemoryBackward(const Napi::CallbackInfo& info) {
   int64_t B = get_int(info, 8, "B", 1, kMaxDim), T = get_int(info, 9, "T", 1, kMaxDim), C = get_int(info, 10, "C", 1, kMaxDim),
           R = get_int(info, 11, "R", 1, kMaxDim), S = get_int(info, 12, "S", 1, kMaxDim);
-  const int64_t N = B * T;
+  auto env = info.Env();
+  const int64_t N = elems(env, "x", {B, T}), NC = elems(env, "x", {N, C}), NR = elems(env, "gateM", {N, R}),
+                SF = elems(env, "fetched", {S, 3, R, C});
+  elems(env, "scratch", {4, N, R});
   auto groups = check_groups(info, 7, B, T, S);
-  float* dx = get_array<float>(info, 0, "dx", N * C);
-  float* df = get_array<float>(info, 1, "dfetched", S * 3 * R * C);
-  const float* dy = get_array<float>(info, 2, "dy", N * C);
-  const float* x = get_array<float>(info, 3, "x", N * C);
-  const float* gm = get_array<float>(info, 4, "gateM", N * R);
-  const float* um = get_array<float>(info, 5, "upM", N * R);
-  const float* f = get_array<float>(info, 6, "fetched", S * 3 * R * C);
+  float* dx = get_array<float>(info, 0, "dx", NC);
+  float* df = get_array<float>(info, 1, "dfetched", SF);
+  const float* dy = get_array<float>(info, 2, "dy", NC);
+  const float* x = get_array<float>(info, 3, "x", NC);
+  const float* gm = get_array<float>(info, 4, "gateM", NR);
+  const float* um = get_array<float>(info, 5, "upM", NR);
+  const float* f = get_array<float>(info, 6, "fetched", SF);
   std::vector<float> scratch((size_t)(4 * N * R));
   ffn_memory_backward(dx, df, dy, x, gm, um, f, 3 * R * C, groups, C, R, scratch.data());
   return info.Env().Undefined();

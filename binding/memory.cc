@@ -103,14 +103,16 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     if (seed < 0 || seed != std::floor(seed)) fail(env, "E_INVALID_ARGUMENT", "seed must be a non-negative integer");
     if (info.Length() < 3 || !info[2].IsObject()) fail(env, "E_INVALID_ARGUMENT", "storage must be an object");
     auto st = info[2].As<Napi::Object>();
-    std::string kind = st.Get("kind").ToString();
+    auto kv = st.Get("kind");
+    std::string kind = kv.IsString() ? kv.As<Napi::String>().Utf8Value() : std::string();
     std::string err;
     if (kind == "ram") {
       bank_ = MemoryBank::create_ram(L, (uint64_t)seed, &err);
       if (!bank_) fail(env, "E_IO", err);
     } else if (kind == "file") {
       if (!st.Get("path").IsString()) fail(env, "E_INVALID_ARGUMENT", "storage.path must be a string");
-      std::string path = st.Get("path").ToString();
+      std::string path = st.Get("path").As<Napi::String>().Utf8Value();
+      if (path.empty() || path.find('\0') != std::string::npos) fail(env, "E_INVALID_ARGUMENT", "storage.path must be a non-empty path without NUL bytes");
       auto ds = st.Get("dataStart");
       double dstart = ds.IsNumber() ? ds.As<Napi::Number>().DoubleValue() : -1;
       if (!(dstart >= 8 && dstart == std::floor(dstart))) fail(env, "E_INVALID_ARGUMENT", "storage.dataStart must be an integer >= 8");
@@ -216,6 +218,13 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     if (!bank.layout().optimizer) fail(env, "E_CONFIG_INVALID", "this bank was created without optimizer state");
     if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
     auto blocks = get_blocks(env, info[0]);
+    // step counts come from a file: one that cannot be incremented is corrupt, not an overflow
+    for (const auto& b : blocks) {
+      const int32_t s = bank.steps(b.first)[b.second];
+      if (s < 0 || s == INT32_MAX)
+        fail(env, "E_CHECKPOINT_CORRUPT", "block (" + std::to_string(b.first) + ", " + std::to_string(b.second) + ") has step count " +
+                                              std::to_string(s) + ": the bank's optimizer state is corrupt");
+    }
     const float* dblocks = get_array<float>(info, 1, "dblocks", memory_blocks_floats(bank.layout(), blocks));
     if (info.Length() < 3 || !info[2].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
     auto h = info[2].As<Napi::Object>();
@@ -250,7 +259,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   // reads as its init values.
   Napi::Value ReadBlock(const Napi::CallbackInfo& info) {
     auto env = info.Env();
-    std::string kind = info[0].ToString();
+    std::string kind = get_string(info, 0, "kind");
     int64_t l = get_int(info, 1, "level", 0, 64), node = get_int(info, 2, "node", 0, INT32_MAX);
     float* src = block_ptr(env, kind, l, node);
     auto& bank = live(env);
@@ -262,7 +271,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
 
   Napi::Value WriteBlock(const Napi::CallbackInfo& info) {
     auto env = info.Env();
-    std::string kind = info[0].ToString();
+    std::string kind = get_string(info, 0, "kind");
     int64_t l = get_int(info, 1, "level", 0, 64), node = get_int(info, 2, "node", 0, INT32_MAX);
     float* dst = block_ptr(env, kind, l, node);
     auto& bank = live(env);
@@ -310,7 +319,8 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   Napi::Value SaveData(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     auto& bank = live(env);
-    std::string path = info[0].ToString();
+    std::string path = get_string(info, 0, "path");
+    if (path.empty() || path.find('\0') != std::string::npos) fail(env, "E_INVALID_ARGUMENT", "path must be a non-empty path without NUL bytes");
     int64_t off = get_int(info, 1, "dataStart", 8, INT64_C(1) << 50);
     int fd = ::open(path.c_str(), O_WRONLY);
     if (fd < 0) fail(env, "E_IO", path + ": " + std::strerror(errno));
@@ -325,7 +335,8 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     auto env = info.Env();
     auto& bank = live(env);
     if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
-    std::string path = info[0].ToString();
+    std::string path = get_string(info, 0, "path");
+    if (path.empty() || path.find('\0') != std::string::npos) fail(env, "E_INVALID_ARGUMENT", "path must be a non-empty path without NUL bytes");
     int64_t off = get_int(info, 1, "dataStart", 8, INT64_C(1) << 50);
     int fd = ::open(path.c_str(), O_RDONLY);
     if (fd < 0) fail(env, "E_IO", path + ": " + std::strerror(errno));

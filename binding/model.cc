@@ -1,12 +1,14 @@
 // model.cc — the NativeModel object: owns an hm::AnchorModel over JS-owned parameter/gradient
 // buffers; forward/backward run synchronously or as AsyncWorkers. One call at a time per model:
 // a second call while one is running is rejected with E_BUSY (never a data race).
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
 #include "anchor_model.h"
 #include "args.h"
 #include "binding.h"
+#include "kernels/classifier.h"
 
 namespace hmb {
 using namespace hm;
@@ -36,9 +38,28 @@ static AnchorDims parse_dims(Napi::Env env, Napi::Value v) {
   return d;
 }
 
+// Parameters (float64 arithmetic: no overflow for any dims parse_dims accepts); the same count as
+// anchor_param_count, before anything is allocated.
+static double param_count(const AnchorDims& d) {
+  const double V = (double)d.V, C = (double)d.C, L = (double)d.L, D = (double)d.H * (double)d.hd, F = (double)d.F;
+  return V * C + L * (2 * C + 3 * D * C + 2 * D + C * D + 3 * F * C) + C;
+}
+
+// Bytes of the activation buffers an AnchorModel allocates for max_batch rows (see its constructor).
+static double activation_bytes(const AnchorDims& d, int64_t max_batch, int64_t R, int64_t Lm) {
+  const double B = (double)max_batch, N = B * (double)d.T, C = (double)d.C, D = (double)d.H * (double)d.hd, F = (double)d.F;
+  const double NR = N * (double)R;
+  const double per_layer = 4 * N * C + 4 * N + 6 * N * D + B * (double)d.H * (double)d.T + 2 * N * F;
+  const double chunk = (double)classifier_chunk_rows(std::min<int64_t>(max_batch * d.T, INT64_C(1) << 40), d.V);
+  return 4 * ((double)d.L * per_layer + 2 * NR * (double)Lm + 2 * N * C + 3 * N + chunk * (double)d.V + 2 * N + N * F +
+              (NR > 0 ? 5 * NR : 0));
+}
+
 static Napi::Value AnchorLayout(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto d = parse_dims(env, info[0]);
+  // parameters and their gradients, 4 bytes each
+  check_fits_in_memory(env, "the model's " + std::to_string((int64_t)param_count(d)) + " parameters and their gradients", 8 * param_count(d));
   auto slots = anchor_layout(d);
   auto arr = Napi::Array::New(env, slots.size());
   for (size_t i = 0; i < slots.size(); i++) {
@@ -93,9 +114,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
       mem.Lm = next;
     }
+    check_fits_in_memory(env, "the activations of maxBatch " + std::to_string(max_batch) + " x seqLen " + std::to_string(d.T),
+                         activation_bytes(d, max_batch, mem.R, mem.Lm));
     params_ref_ = Napi::Persistent(info[1].As<Napi::Object>());
     grads_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
-    model_ = std::make_unique<AnchorModel>(d, params, grads, max_batch, mem);
+    try {
+      model_ = std::make_unique<AnchorModel>(d, params, grads, max_batch, mem);
+    } catch (const std::exception& e) {  // bad_alloc / length_error: never let it terminate the process
+      fail(env, "E_CONFIG_INVALID", std::string("cannot allocate the model's activations: ") + e.what());
+    }
   }
 
  private:

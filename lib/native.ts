@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { statSync } from 'node:fs';
 import { HiermemError, fromNativeError } from './errors.js';
 import type { NativeAddon } from './native-types.js';
 
@@ -45,14 +46,39 @@ function wrapErrors<T extends object>(target: T): T {
   });
 }
 
-/** The CPU addon. Throws HiermemError('E_NATIVE_UNAVAILABLE') with the platform named if none loads. */
-export function loadNative(): NativeAddon {
-  if (cached) return cached;
-  const root = packageRoot();
-  let raw: NativeAddon;
+/**
+ * HIERMEM_ADDON_PATH: load this addon file instead of the prebuild / local build (e.g. the
+ * AddressSanitizer build of `npm run test:asan`). It must be an absolute path to an existing
+ * regular `.node` file; anything else → E_NATIVE_UNAVAILABLE, never a silent fallback.
+ */
+export const ADDON_PATH_ENV = 'HIERMEM_ADDON_PATH';
+
+function addonFromEnv(): NativeAddon | undefined {
+  const file = process.env[ADDON_PATH_ENV];
+  if (file === undefined || file === '') return undefined;
+  const bad = (why: string, cause?: unknown): never => {
+    throw new HiermemError('E_NATIVE_UNAVAILABLE', `${ADDON_PATH_ENV}=${file}: ${why}`, cause === undefined ? undefined : { cause });
+  };
+  if (!path.isAbsolute(file) || path.extname(file) !== '.node') bad('must be an absolute path to a .node file');
+  let isFile = false;
+  try {
+    isFile = statSync(file).isFile();
+  } catch (e) {
+    bad(`cannot stat it: ${(e as Error).message}`, e);
+  }
+  if (!isFile) bad('not a regular file');
+  try {
+    return require(file) as NativeAddon;
+  } catch (e) {
+    return bad(`cannot load it: ${(e as Error).message}`, e);
+  }
+}
+
+/** The prebuild matching this platform, or the local build (node-gyp-build's search). */
+function addonFromPackage(root: string): NativeAddon {
   try {
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    raw = nodeGypBuild(root) as NativeAddon;
+    return nodeGypBuild(root) as NativeAddon;
   } catch (e) {
     throw new HiermemError(
       'E_NATIVE_UNAVAILABLE',
@@ -62,6 +88,13 @@ export function loadNative(): NativeAddon {
       { cause: e },
     );
   }
+}
+
+/** The CPU addon. Throws HiermemError('E_NATIVE_UNAVAILABLE') with the platform named if none loads. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const root = packageRoot();
+  const raw: NativeAddon = addonFromEnv() ?? addonFromPackage(root);
   cached = wrapErrors(raw);
   const threads = Number(process.env.HIERMEM_THREADS ?? '');
   if (Number.isInteger(threads) && threads > 0) cached.setNumThreads(threads);

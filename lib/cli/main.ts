@@ -3,7 +3,7 @@
  * The `hiermem` command. All policy lives in lib/; this file parses flags and prints.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { mkdir, writeFile, appendFile, readFile } from 'node:fs/promises';
+import { mkdir, writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
@@ -28,6 +28,7 @@ import { packByLeaf, PathBatchSampler } from '../data/packing.js';
 import { readProbes, scoreProbes } from '../eval/probes.js';
 import { lineChartSvg } from '../eval/svg.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
+import { readModelConfigFile } from '../io/model-config.js';
 import { runDemo } from '../eval/demo.js';
 import { reportHtml, resultsTable } from '../eval/report.js';
 
@@ -60,23 +61,7 @@ interface TrainFlags {
 async function modelConfigOf(f: TrainFlags, vocabSize: number): Promise<Partial<ModelConfig> & { vocabSize: number }> {
   const preset = MODEL_PRESETS[f.preset];
   if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
-  let extra: Record<string, unknown> = {};
-  if (f.config) {
-    let text: string;
-    try {
-      text = await readFile(f.config, 'utf8');
-    } catch (e) {
-      throw new HiermemError('E_IO', `cannot read model config ${f.config}: ${(e as Error).message}`, { cause: e });
-    }
-    try {
-      extra = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      throw new HiermemError('E_CONFIG_INVALID', `${f.config}: not valid JSON`);
-    }
-    if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) throw new HiermemError('E_CONFIG_INVALID', `${f.config}: must be a JSON object`);
-    const known = new Set(['dModel', 'nLayers', 'nHeads', 'headDim', 'ffnHidden', 'seqLen', 'normEps', 'ropeBase', 'seed']);
-    for (const k of Object.keys(extra)) if (!known.has(k)) throw new HiermemError('E_CONFIG_INVALID', `${f.config}: unknown field "${k}" (known: ${[...known].join(', ')})`);
-  }
+  const extra: Partial<ModelConfig> = f.config ? await readModelConfigFile(f.config) : {};
   const cfg = { ...preset, seed: f.seed, ...extra, vocabSize } as Partial<ModelConfig> & { vocabSize: number };
   try {
     resolveModelConfig(cfg);
@@ -470,6 +455,10 @@ program.command('info')
   .action(cmdInfo);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
+  // a file-system failure outside lib/ (metrics, summary, report files): E_IO like the library's
+  if (!(e instanceof HiermemError) && e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === 'string') {
+    e = new HiermemError('E_IO', e.message, { cause: e });
+  }
   if (e instanceof HiermemError) {
     process.stderr.write(`hiermem: error ${e.code}: ${e.message}\n`);
     process.exit(2);

@@ -6,9 +6,9 @@
  *
  * Reading treats the file as hostile: everything is validated before any tensor buffer is allocated.
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { HiermemError } from '../errors.js';
 
 export type SafetensorsDtype =
@@ -309,26 +309,73 @@ function planFile(path: string, tensors: readonly TensorToWrite[], metadata: Rec
   return { planned, header, total };
 }
 
+/** Name of the temp file a writer of `path` uses: `<path>.tmp-<pid>-<12 hex>`. */
+const TEMP_RE = /\.tmp-(\d+)-[0-9a-f]{12}$/;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
+  }
+}
+
 /**
- * The atomic part shared by every writer: a temp file next to `path` gets the 8-byte length and
- * the header, then `writeData` fills the data section; fsync, rename over `path`, fsync the
- * directory. On failure the temp file is removed and any previous file at `path` is untouched.
+ * Removes temp files that killed writers left in `dir`: names `<target>.tmp-<pid>-<hex>` where
+ * `accept(target)` holds and process `pid` no longer runs (a live writer's temp file is kept).
+ * Best effort: errors are ignored. Returns the names removed.
+ */
+export async function removeStaleTempFiles(dir: string, accept: (target: string) => boolean): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_RE.exec(name);
+    if (!m || !accept(name.slice(0, m.index)) || processAlive(Number(m[1]))) continue;
+    try {
+      await unlink(join(dir, name));
+      removed.push(name);
+    } catch {
+      // raced with another cleaner, or not ours to remove
+    }
+  }
+  return removed;
+}
+
+/**
+ * The atomic part shared by every writer: a temp file next to `path` gets a zero 8-byte length,
+ * the header, and the data section (filled by `writeData`); once the data is on disk the real
+ * length is written over the zero, then fsync, rename over `path`, fsync the directory. Until that
+ * last length write the temp file has an empty header, so a writer killed midway never leaves a
+ * file that a reader accepts. On failure the temp file is removed and any previous file at `path`
+ * is untouched; temp files of writers that were killed are removed by the next write of `path`.
  */
 async function writeFileAtomically(
   path: string,
   header: Uint8Array,
   writeData: (fh: FileHandle, tmpPath: string, dataStart: number) => Promise<void>,
 ): Promise<void> {
+  const target = basename(path);
+  await removeStaleTempFiles(dirname(path), (t) => t === target);
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
   let fh: FileHandle | undefined;
   let renamed = false;
   try {
     fh = await open(tmp, 'wx');
-    const prefix = new Uint8Array(8);
-    new DataView(prefix.buffer).setBigUint64(0, BigInt(header.length), true);
-    await writeAll(fh, prefix);
+    await writeAll(fh, new Uint8Array(8)); // header length 0: invalid until the file is complete
     await writeAll(fh, header);
     await writeData(fh, tmp, 8 + header.length);
+    await fh.datasync(); // the data is durable before the length that makes the file valid
+    const prefix = new Uint8Array(8);
+    new DataView(prefix.buffer).setBigUint64(0, BigInt(header.length), true);
+    const { bytesWritten } = await fh.write(prefix, 0, 8, 0);
+    if (bytesWritten !== 8) throw new Error('short write of the header length');
     await fh.sync();
     await fh.close();
     fh = undefined;

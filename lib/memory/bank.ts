@@ -9,7 +9,7 @@ import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
 import type { BankTensorSlot, NativeMemoryBank } from '../native-types.js';
 import { createSafetensorsFile, readSafetensorsHeader, type TensorLayout } from '../io/safetensors.js';
-import { type ResolvedMemorySpec, toNativeSpec } from './spec.js';
+import { type ResolvedMemorySpec, resolveMemorySpec, toNativeSpec } from './spec.js';
 
 export const BANK_FORMAT = 'hiermem-bank';
 export const BANK_VERSION = '1';
@@ -46,6 +46,27 @@ function metadataOf(m: BankMeta): Record<string, string> {
 
 function layoutOf(slots: BankTensorSlot[]): TensorLayout[] {
   return slots.map((s) => ({ name: s.name, dtype: s.dtype, shape: s.shape }));
+}
+
+/** A spec read from a bank file, checked field by field (E_CHECKPOINT_CORRUPT) before it sizes anything. */
+function parseStoredSpec(path: string, raw: unknown): ResolvedMemorySpec {
+  const bad = (why: string): never => { throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata "spec" ${why}`); };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return bad('is not an object');
+  const o = raw as Record<string, unknown>;
+  const ints = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isInteger(x) && (x as number) >= 0);
+  if (!ints(o.levels) || !ints(o.layers) || typeof o.k !== 'number' || typeof o.generic !== 'boolean' || o.type !== 'ffn') {
+    return bad('needs k, levels, layers, type "ffn" and generic');
+  }
+  const layers = o.layers;
+  // the same rules as resolveMemorySpec; layers must be sorted and unique as it leaves them
+  if (layers.length === 0 || layers.some((l, i) => i > 0 && l <= layers[i - 1]!)) return bad('has unsorted or repeated layers');
+  let spec: ResolvedMemorySpec;
+  try {
+    spec = resolveMemorySpec({ k: o.k, levels: o.levels, layers, generic: o.generic }, { nLayers: layers[layers.length - 1]! + 1, dModel: 1 });
+  } catch (e) {
+    return bad(`is invalid: ${(e as Error).message}`);
+  }
+  return spec;
 }
 
 export class MemoryBank {
@@ -87,14 +108,16 @@ export class MemoryBank {
     const md = header.metadata;
     if (md.format !== BANK_FORMAT) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: not a hiermem memory bank (format ${String(md.format)})`);
     if (md.version !== BANK_VERSION) throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: bank version ${String(md.version)}, this build reads ${BANK_VERSION}`);
-    let meta: BankMeta;
+    let rawSpec: unknown;
     try {
-      meta = { spec: JSON.parse(md.spec ?? '') as ResolvedMemorySpec, dModel: Number(md.d_model), seed: Number(md.seed), optimizer: md.optimizer === 'true' };
+      rawSpec = JSON.parse(md.spec ?? '');
     } catch {
       throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata "spec" is not valid JSON`);
     }
-    if (!Number.isInteger(meta.dModel) || !Number.isInteger(meta.seed) || typeof meta.spec !== 'object' || meta.spec === null) {
-      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata is malformed`);
+    const meta: BankMeta = { spec: parseStoredSpec(path, rawSpec), dModel: Number(md.d_model), seed: Number(md.seed), optimizer: md.optimizer === 'true' };
+    if (!Number.isInteger(meta.dModel) || meta.dModel < 1 || !Number.isSafeInteger(meta.seed) || meta.seed < 0 ||
+        (md.optimizer !== 'true' && md.optimizer !== 'false')) {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: bank metadata is malformed (d_model ${String(md.d_model)}, seed ${String(md.seed)}, optimizer ${String(md.optimizer)})`);
     }
     const nspec = toNativeSpec(meta.spec, meta.dModel, meta.optimizer);
     const native = loadNative();

@@ -6,7 +6,8 @@
 import { HiermemError } from '../errors.js';
 import { readSafetensors, writeSafetensors, type TensorToWrite, type TensorExpectation } from '../io/safetensors.js';
 import { AnchorModel } from '../model/anchor.js';
-import { type ModelConfig, resolveModelConfig } from '../model/config.js';
+import { type ModelConfig, resolveModelConfig, toDims } from '../model/config.js';
+import { loadNative } from '../native.js';
 import { type Tokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
 import { AdamW, type AdamWOptions } from './adamw.js';
 
@@ -93,6 +94,15 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   const tokenizer = tokenizerFromJSON(parseJsonField(path, meta, 'tokenizer'));
   if (tokenizer.vocabSize !== config.vocabSize) {
     throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} != model vocab ${config.vocabSize}`);
+  }
+  // The file's tensors must match the layout the config implies before the model is allocated, so
+  // a config naming a huge model is refused by the file's size, not by running out of memory.
+  const layout = loadNative().anchorLayout(toDims(config));
+  for (const s of layout) {
+    const t = header.tensors.get(s.name);
+    if (t === undefined || t.dtype !== 'F32' || t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tensor ${s.name} is ${t ? `${t.dtype} [${t.shape.join(', ')}]` : 'missing'}, model_config needs F32 [${s.shape.join(', ')}]`);
+    }
   }
   const model = AnchorModel.create(config, { maxBatch: options.maxBatch ?? 8, skipInit: true });
   const expect = new Map<string, TensorExpectation>(model.layout.map((s) => [s.name, { dtype: 'F32', shape: s.shape }]));

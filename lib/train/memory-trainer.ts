@@ -13,6 +13,9 @@ import { AdamW } from './adamw.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { Stepper } from './trainer.js';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { readdir, unlink } from 'node:fs/promises';
+import { readSafetensorsHeader, removeStaleTempFiles } from '../io/safetensors.js';
 
 export type MemoryTrainMode = 'cotrain' | 'posthoc' | 'joint';
 
@@ -26,14 +29,49 @@ export interface MemoryTrainOptions {
 
 export const DEFAULT_MEMORY_TRAIN: MemoryTrainOptions = { mode: 'cotrain', memoryLrScale: 1, memoryWeightDecay: 1e-3 };
 
-/** Writes the anchor checkpoint and, beside it, the bank (`<name>.bank.safetensors`). */
+/** `<name>` of `<name>.safetensors`, for bank files beside a checkpoint. */
+function checkpointBase(file: string): string {
+  return path.basename(file).replace(/\.safetensors$/, '');
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The bank file a checkpoint at `file` names, or undefined (no file, unreadable, anchor-only). */
+async function bankNamedBy(file: string): Promise<string | undefined> {
+  try {
+    return (await readSafetensorsHeader(file)).metadata.memory_bank;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes the bank beside the checkpoint as `<name>.bank.step-<n>.safetensors`, then the anchor
+ * checkpoint (metadata `memory_bank` names that file), then removes the banks of older
+ * checkpoints. Each file is written atomically, and the bank a checkpoint names is never
+ * replaced, so a process killed at any point leaves the previous checkpoint with exactly its own
+ * bank, or the new checkpoint with its own.
+ */
 export async function saveHierarchicalCheckpoint(file: string, hm: HierarchicalModel, tokenizer: Tokenizer,
                                                  optimizer: AdamW | undefined, trainer: TrainerState | undefined): Promise<void> {
-  const bankFile = file.replace(/\.safetensors$/, '') + '.bank.safetensors';
-  // bank first: a checkpoint file never refers to a bank that is not complete on disk
-  await hm.bank.save(bankFile);
+  const dir = path.dirname(file);
+  const base = checkpointBase(file);
+  const step = trainer?.step ?? 0;
+  let bankName = `${base}.bank.step-${step}.safetensors`;
+  // saving the same step twice (an abort right after a periodic checkpoint): keep the named bank intact
+  if (bankName === (await bankNamedBy(file))) bankName = `${base}.bank.step-${step}-${randomBytes(4).toString('hex')}.safetensors`;
+  await hm.bank.save(path.join(dir, bankName));
   await saveCheckpoint(file, { model: hm.anchor, tokenizer, optimizer, trainer,
-    extraMetadata: { memory_bank: path.basename(bankFile), memory_spec: JSON.stringify(hm.bank.spec) } });
+    extraMetadata: { memory_bank: bankName, memory_spec: JSON.stringify(hm.bank.spec) } });
+  // only now are the older banks unreferenced (a kill before this leaves garbage, removed next time)
+  const ours = new RegExp(`^${escapeRegExp(base)}\\.bank\\.(step-\\d+(-[0-9a-f]+)?\\.)?safetensors$`);
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const stale = name !== bankName && ours.test(name) && path.resolve(dir, name) !== (hm.bank.path && path.resolve(hm.bank.path));
+    if (stale) await unlink(path.join(dir, name)).catch(() => undefined);
+  }
+  await removeStaleTempFiles(dir, (target) => ours.test(target));
 }
 
 export function memoryStepper(hm: HierarchicalModel, optimizer: AdamW, tokenizer: Tokenizer,
@@ -52,6 +90,20 @@ export function memoryStepper(hm: HierarchicalModel, optimizer: AdamW, tokenizer
     loss: (batch) => hm.loss(batch),
     save: (file, trainer) => saveHierarchicalCheckpoint(file, hm, tokenizer, optimizer, trainer),
   };
+}
+
+/** Whether the checkpoint's memory_spec (JSON text) describes this bank spec. */
+function sameSpec(json: string, spec: { k: number; levels: number[]; layers: number[]; generic: boolean }): boolean {
+  let o: unknown;
+  try {
+    o = JSON.parse(json);
+  } catch {
+    return false;
+  }
+  if (typeof o !== 'object' || o === null) return false;
+  const w = o as Record<string, unknown>;
+  const same = (a: unknown, b: number[]) => Array.isArray(a) && a.length === b.length && a.every((x, i) => x === b[i]);
+  return w.k === spec.k && same(w.levels, spec.levels) && same(w.layers, spec.layers) && w.generic === spec.generic;
 }
 
 export interface LoadedHierarchical {
@@ -75,6 +127,11 @@ export async function loadHierarchicalCheckpoint(file: string, o: { maxBatch?: n
   if (path.basename(bankName) !== bankName) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${file}: memory_bank must be a file name beside the checkpoint`);
   const bankFile = path.join(path.dirname(file), bankName);
   const bank = o.inRam ? await MemoryBank.loadIntoMemory(bankFile) : await MemoryBank.openFile(bankFile, { writable: o.writable ?? false });
+  const named = ck.extraMetadata?.memory_spec;
+  if (named !== undefined && !sameSpec(named, bank.spec)) {
+    bank.close();
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${file}: the bank ${bankName} has spec ${JSON.stringify(bank.spec)}, the checkpoint names ${named}`);
+  }
   const hm = HierarchicalModel.fromAnchor(ck.model, bank, o.maxBatch ?? ck.model.maxBatch);
   const out: LoadedHierarchical = { hm, tokenizer: ck.tokenizer };
   if (ck.optimizer) {
