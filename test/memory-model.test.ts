@@ -173,6 +173,16 @@ test('RAM and memory-mapped banks train bit-identically; untouched blocks stay u
   await rm(dir, { recursive: true });
 });
 
+test('banks that cannot fit are refused before anything is allocated, with the numbers', async () => {
+  const model = { nLayers: 8, dModel: 1024 };
+  const spec = resolveMemorySpec({ k: 16, levels: [0, 0, 0, 512] }, model); // 65,536 leaves x 50 MiB
+  assert.throws(() => MemoryBank.createInMemory(spec, model.dModel, { seed: 1 }), (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INVALID' && /GiB/.test(e.message));
+  const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-nofit-'));
+  await assert.rejects(MemoryBank.createFile(path.join(dir, 'b.safetensors'), spec, model.dModel, { seed: 1 }),
+    (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INVALID' && /on disk/.test(e.message));
+  await rm(dir, { recursive: true });
+});
+
 test('a bank file far larger than the resident set opens and trains with small RSS', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-big-'));
   const model = { nLayers: 2, dModel: 64 };
@@ -180,7 +190,7 @@ test('a bank file far larger than the resident set opens and trains with small R
   // plus AdamW m and v: a ~4.8 GiB sparse file.
   const spec = resolveMemorySpec({ k: 16, levels: [0, 0, 256] }, model);
   const file = path.join(dir, 'big.safetensors');
-  const bank = await MemoryBank.createFile(file, spec, model.dModel, { seed: 1 });
+  const bank = await MemoryBank.createFile(file, spec, model.dModel, { seed: 1, allowOvercommit: true });
   const size = (await stat(file)).size;
   assert.ok(size > 4.5 * 2 ** 30, `bank file is ${size} bytes`);
   const anchor = AnchorModel.create({ vocabSize: 50, dModel: 64, nLayers: 2, nHeads: 2, headDim: 32, ffnHidden: 128, seqLen: 16, seed: 1 }, { maxBatch: 4 });

@@ -5,6 +5,9 @@
  * object, so gather / scatter-add / row-sparse AdamW are the same code and give bit-identical
  * results. Blocks are initialised lazily and deterministically from the seed on first fetch.
  */
+import os from 'node:os';
+import { statfs } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
 import type { BankTensorSlot, NativeMemoryBank } from '../native-types.js';
@@ -18,6 +21,19 @@ export interface BankOptions {
   seed: number;
   /** Keep AdamW state (m, v, per-block steps) in the bank; needed to train it. Default true. */
   optimizer?: boolean;
+  /**
+   * Allow a bank larger than physical memory (RAM banks) or than the free disk space (file banks).
+   * Both are backed lazily (zero pages, sparse file), so this works as long as training touches
+   * only part of the bank; without it such a bank is refused up front. Default false.
+   */
+  allowOvercommit?: boolean;
+}
+
+const GiB = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+
+function bankBytes(spec: ResolvedMemorySpec, dModel: number, optimizer: boolean): number {
+  const slots = loadNative().memoryBankTensors(toNativeSpec(spec, dModel, optimizer));
+  return slots.reduce((n, t) => n + t.byteSize, 0);
 }
 
 export interface OpenBankOptions {
@@ -90,6 +106,10 @@ export class MemoryBank {
   /** A bank in RAM (zero pages until blocks are touched). */
   static createInMemory(spec: ResolvedMemorySpec, dModel: number, options: BankOptions): MemoryBank {
     const meta = MemoryBank.meta(spec, dModel, options);
+    const bytes = bankBytes(spec, dModel, meta.optimizer);
+    if (!options.allowOvercommit && bytes > os.totalmem()) {
+      throw new HiermemError('E_CONFIG_INVALID', `memory bank needs ${GiB(bytes)}, this machine has ${GiB(os.totalmem())} of RAM: use a bank file (createFile) or pass allowOvercommit`);
+    }
     const native = loadNative().createMemoryBank(toNativeSpec(spec, dModel, meta.optimizer), meta.seed, { kind: 'ram' });
     return new MemoryBank(meta, native);
   }
@@ -98,6 +118,19 @@ export class MemoryBank {
   static async createFile(path: string, spec: ResolvedMemorySpec, dModel: number, options: BankOptions): Promise<MemoryBank> {
     const meta = MemoryBank.meta(spec, dModel, options);
     const slots = loadNative().memoryBankTensors(toNativeSpec(spec, dModel, meta.optimizer));
+    const bytes = slots.reduce((n, t) => n + t.byteSize, 0);
+    if (!options.allowOvercommit) {
+      let free = Number.POSITIVE_INFINITY;
+      try {
+        const st = await statfs(dirname(resolve(path)));
+        free = st.bavail * st.bsize;
+      } catch {
+        // no statfs for this path: the write below reports the real error
+      }
+      if (bytes > free) {
+        throw new HiermemError('E_CONFIG_INVALID', `memory bank needs ${GiB(bytes)} on disk, ${dirname(resolve(path))} has ${GiB(free)} free; the file is sparse, so pass allowOvercommit if training will touch only part of it`);
+      }
+    }
     await createSafetensorsFile(path, layoutOf(slots), metadataOf(meta));
     return MemoryBank.openFile(path, { writable: true });
   }
