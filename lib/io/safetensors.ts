@@ -671,3 +671,14 @@ export async function readSafetensors(path: string, opts: ReadSafetensorsOptions
     return { tensors, metadata: header.metadata };
   });
 }
+
+/** A JSON value stored as a string in a file's __metadata__; missing or invalid → E_CHECKPOINT_CORRUPT. */
+export function metadataJson(path: string, meta: Record<string, string>, key: string): unknown {
+  const raw = meta[key];
+  if (raw === undefined) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata has no "${key}" entry`);
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata "${key}" is not valid JSON`);
+  }
+}

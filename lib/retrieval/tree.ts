@@ -23,6 +23,7 @@ import {
   writeSafetensors,
   type TensorExpectation,
   type TensorToWrite,
+  metadataJson,
 } from '../io/safetensors.js';
 import { Rng } from '../util/random.js';
 import { checkInt, checkTexts, fmix32, normalizeRows } from './common.js';
@@ -273,7 +274,7 @@ export class RetrievalTree {
     if (meta.version !== TREE_VERSION) {
       throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: retrieval tree version ${String(meta.version)}, this build reads ${TREE_VERSION}`);
     }
-    const rawSpec = parseJson(path, meta, 'tree');
+    const rawSpec = metadataJson(path, meta, 'tree');
     let spec: TreeSpec;
     try {
       if (typeof rawSpec !== 'object' || rawSpec === null) throw new HiermemError('E_CONFIG_INVALID', 'not an object');
@@ -304,7 +305,7 @@ export class RetrievalTree {
         }
         state.set(name.slice('embedder.'.length), t.data);
       }
-      embedder = await embedderFromJSON(parseJson(path, meta, 'embedder'), state, options);
+      embedder = await embedderFromJSON(metadataJson(path, meta, 'embedder'), state, options);
     }
     if (embedder !== null && embedder.dim !== spec.dim) {
       throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tree dim ${spec.dim} but embedder ${embedder.name} has dim ${embedder.dim}`);
@@ -358,12 +359,3 @@ function sampleRows(rows: Int32Array, count: number, rng: Rng): Int32Array {
   return idx.subarray(0, count).sort();
 }
 
-function parseJson(path: string, meta: Record<string, string>, key: string): unknown {
-  const raw = meta[key];
-  if (raw === undefined) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata has no "${key}" entry`);
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata "${key}" is not valid JSON`);
-  }
-}

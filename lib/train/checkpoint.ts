@@ -4,7 +4,7 @@
  * the header's __metadata__. Written atomically (temp file, fsync, rename) by writeSafetensors.
  */
 import { HiermemError } from '../errors.js';
-import { readSafetensors, writeSafetensors, type TensorToWrite, type TensorExpectation } from '../io/safetensors.js';
+import { metadataJson, readSafetensors, writeSafetensors, type TensorToWrite, type TensorExpectation } from '../io/safetensors.js';
 import { AnchorModel } from '../model/anchor.js';
 import { type ModelConfig, resolveModelConfig, toDims } from '../model/config.js';
 import { loadNative } from '../native.js';
@@ -56,15 +56,6 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
   await writeSafetensors(path, tensors, metadata);
 }
 
-function parseJsonField(path: string, meta: Record<string, string>, key: string): unknown {
-  const raw = meta[key];
-  if (raw === undefined) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata has no "${key}" entry`);
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: metadata "${key}" is not valid JSON`);
-  }
-}
 
 export interface LoadCheckpointOptions {
   maxBatch?: number;
@@ -83,7 +74,7 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   if (meta.version !== CHECKPOINT_VERSION) {
     throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: checkpoint version ${String(meta.version)}, this build reads ${CHECKPOINT_VERSION}`);
   }
-  const rawCfg = parseJsonField(path, meta, 'model_config');
+  const rawCfg = metadataJson(path, meta, 'model_config');
   if (rawCfg === null || typeof rawCfg !== 'object') throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: model_config is not an object`);
   let config: ModelConfig;
   try {
@@ -91,7 +82,7 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   } catch (e) {
     throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: invalid model_config: ${(e as Error).message}`, { cause: e });
   }
-  const tokenizer = tokenizerFromJSON(parseJsonField(path, meta, 'tokenizer'));
+  const tokenizer = tokenizerFromJSON(metadataJson(path, meta, 'tokenizer'));
   if (tokenizer.vocabSize !== config.vocabSize) {
     throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} != model vocab ${config.vocabSize}`);
   }
@@ -117,7 +108,7 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   const extra = Object.fromEntries(Object.entries(meta).filter(([k]) => !['format', 'version', 'model_config', 'tokenizer', 'optimizer', 'trainer'].includes(k)));
   if (Object.keys(extra).length) out.extraMetadata = extra;
   if (wantOptimizer) {
-    const o = parseJsonField(path, meta, 'optimizer') as Partial<AdamWOptions> & { stepCount?: unknown };
+    const o = metadataJson(path, meta, 'optimizer') as Partial<AdamWOptions> & { stepCount?: unknown };
     if (typeof o !== 'object' || o === null || typeof o.stepCount !== 'number' || !Number.isInteger(o.stepCount) || o.stepCount < 0) {
       throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: optimizer metadata is malformed`);
     }
@@ -129,7 +120,7 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
     out.optimizer = opt;
   }
   if (meta.trainer !== undefined) {
-    const t = parseJsonField(path, meta, 'trainer') as TrainerState;
+    const t = metadataJson(path, meta, 'trainer') as TrainerState;
     if (typeof t !== 'object' || t === null || !Number.isInteger(t.step) || typeof t.tokensSeen !== 'number') {
       throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: trainer metadata is malformed`);
     }
