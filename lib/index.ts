@@ -1,0 +1,25 @@
+/**
+ * hiermem's public API. Everything a user needs is re-exported here; deeper paths are internal.
+ */
+export { HiermemError, type HiermemErrorCode } from './errors.js';
+export { loadNative } from './native.js';
+export { AnchorModel, type Batch, type CreateModelOptions } from './model/anchor.js';
+export { type ModelConfig, MODEL_PRESETS, resolveModelConfig, anchorParamCount, trainFlopsPerToken } from './model/config.js';
+export { generate, sampleToken, type GenerateOptions, type NextTokenLogits } from './model/generate.js';
+export { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from './data/tokenizer.js';
+export { loadSampleCorpus, readTextDocuments, readJsonlDocuments } from './data/corpus.js';
+export { WindowSampler } from './data/windows.js';
+export { packByLeaf, packLeaf, PathBatchSampler, type PackedSequence } from './data/packing.js';
+export { buildDemoCorpus, loadFacts, type DemoCorpus, type FactProbe } from './data/facts.js';
+export { AdamW, type AdamWOptions } from './train/adamw.js';
+export { cosineLr } from './train/schedule.js';
+export { saveCheckpoint, loadCheckpoint, type TrainerState } from './train/checkpoint.js';
+export { train, trainLoop, anchorStepper, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper } from './train/trainer.js';
+export { memoryStepper, saveHierarchicalCheckpoint, loadHierarchicalCheckpoint, type MemoryTrainMode } from './train/memory-trainer.js';
+export { resolveMemorySpec, memorySizes, type MemorySpec, type ResolvedMemorySpec, type MemorySizes } from './memory/spec.js';
+export { MemoryBank, type BankOptions } from './memory/bank.js';
+export { HierarchicalModel, slotsOf, GENERIC_PATH, NO_MEMORY_PATH, type PathBatch } from './memory/memory-model.js';
+export * from './retrieval/index.js';
+export { scoreProbes, readProbes, extractAnswer, type Probe, type ProbeResult } from './eval/probes.js';
+export { runDemo, DEMO_PLANS, type DemoResults } from './eval/demo.js';
+export { readSafetensors, readSafetensorsHeader, writeSafetensors } from './io/safetensors.js';
