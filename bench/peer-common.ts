@@ -11,6 +11,8 @@ import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import { packageRoot } from '../lib/native.js';
 import { Rng } from '../lib/util/random.js';
+import { busyCores, machine, sleep, stat, type Stat } from './machine.js';
+export { busyCores, machine, sleep, stat, type Stat };
 
 /** Debian's python3-torch is importable only from the system interpreter (shared/toolchain.md). */
 export const PYTHON = '/usr/bin/python3';
@@ -153,22 +155,6 @@ export class TorchPeer {
 
 // ---- statistics --------------------------------------------------------------------------------
 
-export interface Stat {
-  median: number;
-  min: number;
-  max: number;
-  /** (max - min) / median */
-  spread: number;
-  samples: number[];
-}
-
-export function stat(samples: number[]): Stat {
-  const s = [...samples].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { median, min: s[0]!, max: s[s.length - 1]!, spread: (s[s.length - 1]! - s[0]!) / median, samples };
-}
-
 /** max |a - b| / max |b| over two equally long arrays ("max-norm relative" difference). */
 export function maxRel(a: ArrayLike<number>, b: ArrayLike<number>): { rel: number; maxAbs: number; scale: number } {
   if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
@@ -182,37 +168,6 @@ export function maxRel(a: ArrayLike<number>, b: ArrayLike<number>): { rel: numbe
 }
 
 // ---- machine load ------------------------------------------------------------------------------
-
-function cpuTimes(): { busy: number; total: number } | null {
-  try {
-    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const v = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
-    const idle = (v[3] ?? 0) + (v[4] ?? 0);
-    return { busy: total - idle, total };
-  } catch {
-    return null;
-  }
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Cores kept busy by other processes over `ms` (machine busy time minus this process's CPU time;
- * the peer is idle while we sample), or NaN where /proc/stat is absent.
- */
-export async function busyCores(ms: number): Promise<number> {
-  const a = cpuTimes();
-  const own0 = process.cpuUsage();
-  const t0 = performance.now();
-  await sleep(ms);
-  const b = cpuTimes();
-  const own = process.cpuUsage(own0);
-  const wallMs = performance.now() - t0;
-  if (!a || !b || b.total <= a.total) return NaN;
-  const machineBusy = ((b.busy - a.busy) / (b.total - a.total)) * os.cpus().length;
-  return Math.max(0, machineBusy - (own.user + own.system) / 1e3 / wallMs);
-}
 
 /**
  * Waits (up to maxS seconds, and within a shared budget for the whole run) until other processes
@@ -237,29 +192,6 @@ export class IdleWaiter {
     if (busy >= 0.25) process.stderr.write(`  (still busy, ${busy.toFixed(2)} cores: measuring ${what} anyway)\n`);
     return busy;
   }
-}
-
-// ---- machine description -----------------------------------------------------------------------
-
-export function machine(): Record<string, unknown> {
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  let flags = '';
-  try {
-    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    model = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? model;
-    flags = /^flags\s*:\s*(.+)$/m.exec(info)?.[1] ?? '';
-  } catch {
-    /* not Linux */
-  }
-  const simd = ['avx2', 'fma', 'avx512f', 'avx512_bf16'].filter((f) => flags.split(/\s+/).includes(f));
-  return {
-    cpuModel: model,
-    logicalCpus: os.cpus().length,
-    simd,
-    memGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    loadAvgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
-    node: process.version,
-  };
 }
 
 // ---- batches -------------------------------------------------------------------------------------
