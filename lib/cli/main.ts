@@ -316,6 +316,17 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
         }
         bar.update(e.step, { loss: e.loss.toFixed(3), tps: Math.round(e.tokensPerSec).toLocaleString('en-US') });
       },
+      onEvalProgress: (phase, done, total) => {
+        if (!f.progress) return;
+        if (!bar) {
+          bar = new cliProgress.SingleBar({
+            format: `${phase.padEnd(12)} {bar} {value}/{total} probes | ETA {eta_formatted}`,
+            noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr, hideCursor: true,
+          }, cliProgress.Presets.shades_classic);
+          bar.start(total, 0);
+        }
+        bar.update(done);
+      },
     });
   } finally {
     (bar as cliProgress.SingleBar | null)?.stop();

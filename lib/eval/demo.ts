@@ -31,6 +31,8 @@ export interface DemoOptions {
   /** Progress of long phases: (phase, event). */
   onProgress?: (phase: string, e: ProgressEvent) => void;
   onPhase?: (phase: string) => void;
+  /** Probe scoring progress: (phase, probes done, probes in all). */
+  onEvalProgress?: (phase: string, done: number, total: number) => void;
   signal?: AbortSignal;
 }
 
@@ -183,6 +185,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const contOpts = { ...common, steps: plan.continueSteps, lr: plan.continueLr, minLr: plan.continueLr / 10 };
   const anchorParams = anchorParamCount(cfg);
   const probes: Probe[] = corpus.probes;
+  const evalTick = (name: string) => (done: number) => o.onEvalProgress?.(name, done, probes.length);
   const reports: ModelReport[] = [];
   const joinLosses = (h: TrainHistory) => ({
     steps: [...preHist.steps, ...h.steps.map((s) => s + plan.pretrainSteps)],
@@ -197,7 +200,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     { ...contOpts, onProgress: progress('anchor') }, cfg.seqLen);
   const aSeconds = pretrainSeconds + (performance.now() - t) / 1000;
   phase('eval anchor');
-  const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx));
+  const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx), 12, evalTick('eval anchor'));
   reports.push({ name: 'anchor', params: { anchor: anchorParams, fetched: 0, bank: 0, active: anchorParams }, overall: aRes.overall,
     buckets: bucketsOf(aRes), rare: 0, trainSeconds: aSeconds, losses: joinLosses(aHist) });
 
@@ -226,7 +229,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     const genericLogits = hm.logitsForPath(genericPath);
     const logitsFor = (_: Probe, i: number): NextTokenLogits =>
       name === 'generic' ? genericLogits : hm.logitsForPath(probePaths.subarray(i * p, (i + 1) * p));
-    const res = scoreProbes(probes, tok, logitsFor);
+    const res = scoreProbes(probes, tok, logitsFor, 12, evalTick(`eval ${name}`));
     reports.push({ name, params: { anchor: anchorParams, fetched: sizes.fetchedParams, bank: name === 'generic' ? sizes.fetchedParams : sizes.bankParams,
       active: anchorParams + sizes.fetchedParams }, overall: res.overall, buckets: bucketsOf(res), rare: 0, trainSeconds: seconds, losses: joinLosses(hist) });
     return hm;
@@ -237,7 +240,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   // blocking: route every prompt around its own level-1 subtree
   phase('eval blocked');
   const blockedPaths = await tree.assignTexts(probes.map((pr) => pr.prompt), { avoidLevel1: true });
-  const blocked = scoreProbes(probes, tok, (_, i) => fetchedModel.logitsForPath(blockedPaths.subarray(i * p, (i + 1) * p)));
+  const blocked = scoreProbes(probes, tok, (_, i) => fetchedModel.logitsForPath(blockedPaths.subarray(i * p, (i + 1) * p)), 12,
+    evalTick('eval blocked'));
 
   // 2d. dense model with ~2x the anchor's parameters, all the tokens from scratch
   phase('dense2x');
@@ -249,7 +253,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     { ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10, onProgress: progress('dense2x') }, dcfg.seqLen);
   const dSeconds = (performance.now() - t) / 1000;
   phase('eval dense2x');
-  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.nextTokenLogits(ctx));
+  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.nextTokenLogits(ctx), 12, evalTick('eval dense2x'));
   const dParams = anchorParamCount(dcfg);
   reports.push({ name: 'dense2x', params: { anchor: dParams, fetched: 0, bank: 0, active: dParams }, overall: dRes.overall,
     buckets: bucketsOf(dRes), rare: 0, trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });
