@@ -212,15 +212,32 @@ static std::vector<MemoryGroup> check_groups(const Napi::CallbackInfo& info, siz
   return memory_groups(slots, B, T);
 }
 
+// The dims (B, T, C, R, S) both memory-FFN entry points take from argument `first` on, checked
+// for overflow, and the sequence groups of the seqSlot argument just before them.
+struct FfnMemoryArgs {
+  int64_t N, C, R, NC, NR, SF;
+  std::vector<MemoryGroup> groups;
+};
+static FfnMemoryArgs parse_ffn_memory(const Napi::CallbackInfo& info, size_t first) {
+  int64_t B = get_int(info, first, "B", 1, kMaxDim), T = get_int(info, first + 1, "T", 1, kMaxDim),
+          C = get_int(info, first + 2, "C", 1, kMaxDim), R = get_int(info, first + 3, "R", 1, kMaxDim),
+          S = get_int(info, first + 4, "S", 1, kMaxDim);
+  auto env = info.Env();
+  FfnMemoryArgs a;
+  a.N = elems(env, "x", {B, T});
+  a.C = C;
+  a.R = R;
+  a.NC = elems(env, "x", {a.N, C});
+  a.NR = elems(env, "gateM", {a.N, R});
+  a.SF = elems(env, "fetched", {S, 3, R, C});
+  elems(env, "scratch", {4, a.N, R});
+  a.groups = check_groups(info, first - 1, B, T, S);
+  return a;
+}
+
 // (y, gateM, upM, x, fetched, seqSlot, B, T, C, R, S)
 static Napi::Value FfnMemoryForward(const Napi::CallbackInfo& info) {
-  int64_t B = get_int(info, 6, "B", 1, kMaxDim), T = get_int(info, 7, "T", 1, kMaxDim), C = get_int(info, 8, "C", 1, kMaxDim),
-          R = get_int(info, 9, "R", 1, kMaxDim), S = get_int(info, 10, "S", 1, kMaxDim);
-  auto env = info.Env();
-  const int64_t N = elems(env, "x", {B, T}), NC = elems(env, "x", {N, C}), NR = elems(env, "gateM", {N, R}),
-                SF = elems(env, "fetched", {S, 3, R, C});
-  elems(env, "scratch", {4, N, R});
-  auto groups = check_groups(info, 5, B, T, S);
+  auto [N, C, R, NC, NR, SF, groups] = parse_ffn_memory(info, 6);
   float* y = get_array<float>(info, 0, "y", NC);
   float* gm = get_array<float>(info, 1, "gateM", NR);
   float* um = get_array<float>(info, 2, "upM", NR);
@@ -233,13 +250,7 @@ static Napi::Value FfnMemoryForward(const Napi::CallbackInfo& info) {
 
 // (dx, dfetched, dy, x, gateM, upM, fetched, seqSlot, B, T, C, R, S)
 static Napi::Value FfnMemoryBackward(const Napi::CallbackInfo& info) {
-  int64_t B = get_int(info, 8, "B", 1, kMaxDim), T = get_int(info, 9, "T", 1, kMaxDim), C = get_int(info, 10, "C", 1, kMaxDim),
-          R = get_int(info, 11, "R", 1, kMaxDim), S = get_int(info, 12, "S", 1, kMaxDim);
-  auto env = info.Env();
-  const int64_t N = elems(env, "x", {B, T}), NC = elems(env, "x", {N, C}), NR = elems(env, "gateM", {N, R}),
-                SF = elems(env, "fetched", {S, 3, R, C});
-  elems(env, "scratch", {4, N, R});
-  auto groups = check_groups(info, 7, B, T, S);
+  auto [N, C, R, NC, NR, SF, groups] = parse_ffn_memory(info, 8);
   float* dx = get_array<float>(info, 0, "dx", NC);
   float* df = get_array<float>(info, 1, "dfetched", SF);
   const float* dy = get_array<float>(info, 2, "dy", NC);

@@ -73,6 +73,12 @@ static Napi::Value MemoryBankTensors(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// (level, node) must name a block this bank has (a level with r > 0, or the generic level p).
+static void check_block(Napi::Env env, const MemoryLayout& L, int64_t l, int64_t node) {
+  if (l < 0 || l > L.p || !L.has_level(l) || node < 0 || node >= L.nodes(l))
+    fail(env, "E_INVALID_ARGUMENT", "block (" + std::to_string(l) + ", " + std::to_string(node) + ") does not exist in this bank");
+}
+
 class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -165,8 +171,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     std::vector<BlockId> out;
     for (int64_t i = 0; i < n; i += 2) {
       int64_t l = b[i], node = b[i + 1];
-      if (l < 0 || l > L.p || !L.has_level(l) || node < 0 || node >= L.nodes(l))
-        fail(env, "E_INVALID_ARGUMENT", "block " + std::to_string(i / 2) + " = (" + std::to_string(l) + ", " + std::to_string(node) + ") does not exist in this bank");
+      check_block(env, L, l, node);
       if (!out.empty() && !(out.back() < BlockId(l, node)))
         fail(env, "E_INVALID_ARGUMENT", "blocks must be sorted and unique (as uniqueBlocks returns them)");
       out.emplace_back(l, node);
@@ -246,8 +251,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   float* block_ptr(Napi::Env env, const std::string& kind, int64_t l, int64_t node) {
     auto& bank = live(env);
     const auto& L = bank.layout();
-    if (l < 0 || l > L.p || !L.has_level(l) || node < 0 || node >= L.nodes(l))
-      fail(env, "E_INVALID_ARGUMENT", "block (" + std::to_string(l) + ", " + std::to_string(node) + ") does not exist in this bank");
+    check_block(env, L, l, node);
     if (kind == "weight") return bank.weight(l, node);
     if (!L.optimizer) fail(env, "E_CONFIG_INVALID", "this bank has no optimizer state");
     if (kind == "m") return bank.adam_m(l, node);
@@ -288,7 +292,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     auto& bank = live(env);
     int64_t l = get_int(info, 0, "level", 0, 64), node = get_int(info, 1, "node", 0, INT32_MAX);
     const auto& L = bank.layout();
-    if (l > L.p || !L.has_level(l) || node >= L.nodes(l)) fail(env, "E_INVALID_ARGUMENT", "no such block");
+    check_block(env, L, l, node);
     return Napi::Number::New(env, L.optimizer ? bank.steps(l)[node] : 0);
   }
 

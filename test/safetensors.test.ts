@@ -11,22 +11,13 @@ import {
   type TensorToWrite,
 } from '../lib/io/safetensors.js';
 import { HiermemError } from '../lib/errors.js';
+import { mulberry32 } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'hiermem-st-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let counter = 0;
 const fresh = (name = 'f') => join(dir, `${name}-${counter++}.safetensors`);
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function rejectsWith(p: Promise<unknown>, code: string, message?: RegExp | string): Promise<HiermemError> {
   try {

@@ -2,22 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from '../lib/data/tokenizer.js';
 import { HiermemError } from '../lib/errors.js';
+import { mulberry32 } from './helpers.js';
 
 function hasCode(code: string): (err: unknown) => boolean {
   return (err: unknown) => err instanceof HiermemError && err.code === code;
 }
 
-// Small deterministic PRNG so failures reproduce.
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('ids and vocabulary are the documented constants', () => {
   const tok = new ByteTokenizer();
