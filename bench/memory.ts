@@ -1,24 +1,38 @@
 /**
- * Memory benchmarks (issue #4): gather bandwidth vs a plain copy of the same bytes, the FFN with
- * memory units vs the unfused path (concatenated weights, one SwiGLU of width F + R), and the
- * training-step cost of a memory-mapped bank vs a RAM bank. Both sides of each comparison run
- * alternately in the same process; ratios are what to read (the machine is shared and noisy).
+ * Memory benchmarks (issue #5, item 4): gather and scatter-add bandwidth vs memcpy of the same
+ * bytes, the FFN with memory units vs hiermem's unfused path (concatenated weights), bank tiers
+ * (RAM vs memory-mapped file; fetch latency with a cold and a warm page cache) and scaling (step
+ * time vs number of levels and vs bank size at a fixed fetched size). Every comparison runs its
+ * sides alternately in this process (bench/measure.ts); ratios are what to read.
  */
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir, cpus } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { loadNative } from '../lib/native.js';
 import { AnchorModel } from '../lib/model/anchor.js';
+import { type ModelConfig } from '../lib/model/config.js';
 import { AdamW } from '../lib/train/adamw.js';
 import { MemoryBank } from '../lib/memory/bank.js';
-import { HierarchicalModel } from '../lib/memory/memory-model.js';
-import { resolveMemorySpec } from '../lib/memory/spec.js';
+import { HierarchicalModel, type PathBatch } from '../lib/memory/memory-model.js';
+import { memorySizes, resolveMemorySpec, type MemorySpec } from '../lib/memory/spec.js';
 import { Rng } from '../lib/util/random.js';
-import { timePair, spread } from './stats.js';
+import { limitRow, peerRow, type ContractRow, type Limits } from './contract.js';
+import { measure, ourRunner, type Timing } from './measure.js';
+import { treePaths, type IdleWaiter } from './peer-common.js';
 
-const native = loadNative();
-const rows: string[] = [];
-const results: Record<string, unknown> = {};
+export interface MemoryBenchContext {
+  quick: boolean;
+  timing: Timing;
+  idle: IdleWaiter;
+  limits: Limits;
+  threads: number;
+  /** markdown lines for the detail tables, by section */
+  detail: string[];
+}
+
+const GB = 1e9;
+const STEP_OPTIONS = { anchorLr: 1e-4, memoryLr: 1e-4, memoryWeightDecay: 1e-3, freezeAnchor: false };
 
 function randomPaths(rng: Rng, S: number, k: number, p: number): Int32Array {
   const out = new Int32Array(S * p);
@@ -32,91 +46,209 @@ function randomPaths(rng: Rng, S: number, k: number, p: number): Int32Array {
   return out;
 }
 
-async function gatherBench(): Promise<void> {
-  // 8 paths of a k=16, 3-level bank with (64, 32, 16) units over 4 layers of d = 256
+const fmt = (x: number, d = 1): string => x.toFixed(d);
+
+/** gather (and scatter-add) of S paths, bytes read + written, vs a memcpy of the same bytes. */
+export async function gatherRows(c: MemoryBenchContext, which: { gather: boolean; scatter: boolean }): Promise<ContractRow[]> {
+  // 4 memory layers of d = 256, k = 16, levels (64, 32, 16): 1.38 MB per path; 32 paths = 44 MB,
+  // far beyond the caches, so both sides are bound by DRAM (quick: 8 paths, 11 MB)
   const model = { nLayers: 4, dModel: 256 };
   const spec = resolveMemorySpec({ k: 16, levels: [64, 32, 16] }, model);
   const bank = MemoryBank.createInMemory(spec, model.dModel, { seed: 1 });
-  const rng = new Rng(1);
-  const paths = randomPaths(rng, 8, 16, 3);
+  const S = c.quick ? 8 : 32;
+  const paths = randomPaths(new Rng(1), S, 16, 3);
   const fetched = bank.gather(paths); // also initialises the blocks
-  const src = new Float32Array(fetched.length).fill(1);
-  const dst = new Float32Array(fetched.length);
-  const [tg, tc] = await timePair(() => bank.gatherInto(fetched, paths), () => dst.set(src), 21, 3);
-  const bytes = fetched.length * 4 * 2; // read + write
-  const gbG = bytes / (tg.medianMs / 1e3) / 1e9, gbC = bytes / (tc.medianMs / 1e3) / 1e9;
-  rows.push(`| gather 8 paths (${(fetched.length * 4 / 2 ** 20).toFixed(1)} MiB) | ${spread(tg)} | ${gbG.toFixed(1)} GB/s | memcpy same bytes ${spread(tc)} = ${gbC.toFixed(1)} GB/s | ${(gbG / gbC).toFixed(2)} |`);
-  results.gather = { ms: tg, memcpyMs: tc, gbPerSec: gbG, memcpyGbPerSec: gbC, ratio: gbG / gbC };
-  const dfetched = new Float32Array(fetched.length).fill(0.5);
-  const [ts, tc2] = await timePair(() => bank.blockGradients(dfetched, paths), () => dst.set(src), 21, 3);
-  const gbS = bytes / (ts.medianMs / 1e3) / 1e9;
-  rows.push(`| scatter-add 8 paths | ${spread(ts)} | ${gbS.toFixed(1)} GB/s | memcpy ${spread(tc2)} | ${(gbS / (bytes / (tc2.medianMs / 1e3) / 1e9)).toFixed(2)} |`);
-  results.scatter = { ms: ts, gbPerSec: gbS };
+  const bytes = fetched.length * 4 * 2;
+  const src = new Float32Array(fetched.length).fill(1), dst = new Float32Array(fetched.length);
+  const copy = await ourRunner(() => dst.set(src));
+  const rows: ContractRow[] = [];
+  if (which.gather) {
+    const m = await measure('gather', bytes, [{ name: 'gather', run: await ourRunner(() => bank.gatherInto(fetched, paths)) }, { name: 'memcpy', run: copy }], c.threads, c.timing, c.idle);
+    const g = m.sides[0]!.perSec, mc = m.sides[1]!.perSec;
+    rows.push(limitRow('memory-gather', 'GB/s', g.median / GB, 'memcpyGBs', c.limits.memcpyGBs, 0.8, {
+      spread: g.spread, note: `${S} paths, ${fmt(fetched.length * 4 / 2 ** 20)} MiB; memcpy of the same bytes in the same run ${fmt(mc.median / GB)} GB/s (gather/memcpy ${fmt(g.median / mc.median, 2)})`,
+    }));
+    c.detail.push(`| gather ${S} paths (${fmt(fetched.length * 4 / 2 ** 20)} MiB) | ${fmt(g.median / GB)} GB/s [${fmt(g.min / GB)}–${fmt(g.max / GB)}] | memcpy same bytes ${fmt(mc.median / GB)} GB/s | ${fmt(g.median / mc.median, 2)} |`);
+  }
+  if (which.scatter) {
+    const dfetched = new Float32Array(fetched.length).fill(0.5);
+    const m = await measure('scatter-add', bytes, [{ name: 'scatter', run: await ourRunner(() => bank.blockGradients(dfetched, paths)) }, { name: 'memcpy', run: copy }], c.threads, c.timing, c.idle);
+    const g = m.sides[0]!.perSec, mc = m.sides[1]!.perSec;
+    rows.push(limitRow('memory-scatter-add', 'GB/s', g.median / GB, 'memcpyGBs', c.limits.memcpyGBs, null, {
+      spread: g.spread, note: `per-block gradients incl. their allocation; memcpy of the same bytes ${fmt(mc.median / GB)} GB/s`,
+    }));
+    c.detail.push(`| scatter-add ${S} paths | ${fmt(g.median / GB)} GB/s [${fmt(g.min / GB)}–${fmt(g.max / GB)}] | memcpy same bytes ${fmt(mc.median / GB)} GB/s | ${fmt(g.median / mc.median, 2)} |`);
+  }
+  bank.close();
+  return rows;
 }
 
-async function ffnBench(): Promise<void> {
-  // B = 8 sequences of T = 256, C = 256, F = 1024 anchor units, R = 112 memory units, 4 distinct paths
-  const B = 8, T = 256, C = 256, F = 1024, R = 112, S = 4, N = B * T;
+/** FFN forward with R memory units per path group vs one SwiGLU of width F + R over concatenated weights. */
+export async function ffnRows(c: MemoryBenchContext): Promise<ContractRow[]> {
+  const native = loadNative();
+  const B = 8, T = 256, C = 256, F = 704, R = 112, S = 4, N = B * T;
   const rng = new Rng(2);
-  const rnd = (n: number, s: number) => Float32Array.from({ length: n }, () => s * rng.normal());
+  const rnd = (n: number, s: number): Float32Array => Float32Array.from({ length: n }, () => s * rng.normal());
   const x = rnd(N * C, 1), w1 = rnd(F * C, 0.06), w2 = rnd(F * C, 0.06), w3 = rnd(C * F, 0.03);
   const fetched = rnd(S * 3 * R * C, 0.06);
   const seqSlot = Int32Array.from([0, 0, 1, 1, 2, 2, 3, 3]);
   const y = new Float32Array(N * C), gate = new Float32Array(N * F), up = new Float32Array(N * F);
   const gm = new Float32Array(N * R), um = new Float32Array(N * R);
-  const ours = () => {
+  const fused = (): void => {
     native.ffnForward(y, gate, up, x, w1, w2, w3, N, C, F);
     native.ffnMemoryForward(y, gm, um, x, fetched, seqSlot, B, T, C, R, S);
   };
-  // unfused: per group, build [W1; Wg], [W2; Wu], [W3, Wd^T] and run one SwiGLU of width F + R
   const W1 = new Float32Array((F + R) * C), W2 = new Float32Array((F + R) * C), W3 = new Float32Array(C * (F + R));
   const yg = new Float32Array(2 * T * C), gg = new Float32Array(2 * T * (F + R)), ug = new Float32Array(2 * T * (F + R));
-  const unfused = () => {
+  const unfused = (): void => {
     for (let s = 0; s < S; s++) {
       const base = s * 3 * R * C;
       W1.set(w1); W1.set(fetched.subarray(base, base + R * C), F * C);
       W2.set(w2); W2.set(fetched.subarray(base + R * C, base + 2 * R * C), F * C);
-      for (let c = 0; c < C; c++) {
-        W3.set(w3.subarray(c * F, (c + 1) * F), c * (F + R));
-        for (let r = 0; r < R; r++) W3[c * (F + R) + F + r] = fetched[base + 2 * R * C + r * C + c]!;
+      for (let ch = 0; ch < C; ch++) {
+        W3.set(w3.subarray(ch * F, (ch + 1) * F), ch * (F + R));
+        for (let r = 0; r < R; r++) W3[ch * (F + R) + F + r] = fetched[base + 2 * R * C + r * C + ch]!;
       }
       native.ffnForward(yg, gg, ug, x.subarray(s * 2 * T * C, (s + 1) * 2 * T * C), W1, W2, W3, 2 * T, C, F + R);
     }
   };
-  const [to, tu] = await timePair(ours, unfused, 9, 2);
-  rows.push(`| FFN + memory fwd (N ${N}, C ${C}, F ${F}, R ${R}, 4 paths) | ${spread(to)} | | unfused (concatenated weights) ${spread(tu)} | ${(tu.medianMs / to.medianMs).toFixed(2)}x faster |`);
-  results.ffn = { oursMs: to, unfusedMs: tu, speedup: tu.medianMs / to.medianMs };
+  const m = await measure('ffn', N, [{ name: 'fused', run: await ourRunner(fused) }, { name: 'unfused', run: await ourRunner(unfused) }], c.threads, c.timing, c.idle);
+  const a = m.sides[0]!.perSec, b = m.sides[1]!.perSec;
+  c.detail.push(`| FFN + memory forward (N ${N}, C ${C}, F ${F}, R ${R}, ${S} paths) | ${fmt(a.median / 1e3)}k tok/s | unfused, concatenated weights ${fmt(b.median / 1e3)}k tok/s | ${fmt(a.median / b.median, 2)} |`);
+  return [peerRow('ffn-memory-fused', 'tokens/s', a.median, 'hiermem-unfused', b.median, 1.0, { spread: a.spread, note: `forward, N ${N}, C ${C}, F ${F}, R ${R}, ${S} path groups` })];
 }
 
-async function bankTierBench(): Promise<void> {
+/** The 3.4M bench model (4 layers, d 256, seq 256) with batch 8. */
+export const TIER_MODEL: ModelConfig = {
+  vocabSize: 259, dModel: 256, nLayers: 4, nHeads: 4, headDim: 64, ffnHidden: 704, seqLen: 256, seed: 1, normEps: 1e-5, ropeBase: 1e5,
+};
+
+function batches(rng: Rng, cfg: ModelConfig, n: number, k: number, p: number, distinct: number): PathBatch[] {
+  const out: PathBatch[] = [];
+  for (let i = 0; i < n; i++) {
+    const tokens = new Int32Array(8 * cfg.seqLen).map(() => rng.int(256));
+    out.push({ tokens, targets: tokens.map((t) => (t + 1) % 256), batchSize: 8, paths: treePaths(rng, 8, k, p, distinct) });
+  }
+  return out;
+}
+
+/** A training-step runner over a bank (anchor shared, own optimizer state). */
+function stepper(anchor: AnchorModel, bank: MemoryBank, list: PathBatch[]): { model: HierarchicalModel; step: () => Promise<unknown> } {
+  const model = HierarchicalModel.fromAnchor(anchor, bank, 8);
+  const opt = new AdamW(model.anchor);
+  let i = 0;
+  return { model, step: () => model.trainStep(list[i++ % list.length]!, opt, STEP_OPTIONS) };
+}
+
+/** RAM vs mmap step time (warm), and per-path fetch latency from a file bank, cold and warm page cache. */
+export async function tierRows(c: MemoryBenchContext): Promise<ContractRow[]> {
   const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-bench-'));
-  const cfg = { vocabSize: 259, dModel: 256, nLayers: 4, nHeads: 4, headDim: 64, ffnHidden: 1024, seqLen: 256, seed: 1 };
-  const spec = resolveMemorySpec({ k: 16, levels: [64, 32, 16] }, cfg);
-  const ram = MemoryBank.createInMemory(spec, cfg.dModel, { seed: 3 });
-  const file = await MemoryBank.createFile(path.join(dir, 'bank.safetensors'), spec, cfg.dModel, { seed: 3 });
+  const rows: ContractRow[] = [];
+  try {
+    const cfg = TIER_MODEL;
+    const spec = resolveMemorySpec({ k: 16, levels: [64, 32, 16] }, cfg);
+    const ram = MemoryBank.createInMemory(spec, cfg.dModel, { seed: 3 });
+    const file = await MemoryBank.createFile(path.join(dir, 'bank.safetensors'), spec, cfg.dModel, { seed: 3 });
+    const anchor = AnchorModel.create(cfg, { maxBatch: 8 });
+    const list = batches(new Rng(4), cfg, 6, 16, 3, 4);
+    const a = stepper(anchor, ram, list), b = stepper(anchor, file, list);
+    const m = await measure('bank tiers', 8 * cfg.seqLen, [{ name: 'ram', run: await ourRunner(a.step) }, { name: 'mmap', run: await ourRunner(b.step) }], c.threads, c.timing, c.idle);
+    const r = m.sides[0]!.perSec, f = m.sides[1]!.perSec;
+    rows.push(peerRow('bank-mmap-step', 'tokens/s', f.median, 'hiermem-ram-bank', r.median, 0.95, {
+      spread: f.spread, note: `warm page cache, ${fmt(ram.bytes / 2 ** 30, 2)} GiB bank (k 16, levels 64/32/16, with AdamW state)`,
+    }));
+    c.detail.push(`| train step, bank memory-mapped vs in RAM (${fmt(ram.bytes / 2 ** 30, 2)} GiB bank, warm) | ${fmt(f.median / 1e3, 2)}k tok/s | RAM ${fmt(r.median / 1e3, 2)}k tok/s | ${fmt(f.median / r.median, 3)} |`);
+    a.model.anchor.dispose();
+    b.model.anchor.dispose();
+    ram.close();
+    file.close();
+
+    // Fetch latency: a sparse file bank of ~8 GiB (k 32, levels 64/32/16) whose fetched blocks hold
+    // data on disk; before each cold fetch the bank's pages are written back and dropped from the
+    // page cache (MADV_PAGEOUT, verified with mincore), as for a bank larger than RAM.
+    const bigSpec = resolveMemorySpec({ k: 32, levels: [64, 32, 16] }, cfg);
+    const big = await MemoryBank.createFile(path.join(dir, 'big.safetensors'), bigSpec, cfg.dModel, { seed: 5, allowOvercommit: true });
+    const rng = new Rng(6);
+    const pool = randomPaths(rng, c.quick ? 16 : 64, 32, 3);
+    big.gather(pool); // initialises (writes) the blocks these paths use
+    big.flush();
+    const n = c.quick ? 16 : 64;
+    const cold: number[] = [], warm: number[] = [];
+    let residentAfterRelease = 0;
+    for (let i = 0; i < n; i++) {
+      const one = pool.subarray((i % (pool.length / 3)) * 3, (i % (pool.length / 3)) * 3 + 3);
+      big.releasePageCache();
+      residentAfterRelease = Math.max(residentAfterRelease, big.residentBytes());
+      let t0 = performance.now();
+      big.gather(one);
+      cold.push(performance.now() - t0);
+      t0 = performance.now();
+      big.gather(one);
+      warm.push(performance.now() - t0);
+    }
+    const q = (xs: number[], p: number): number => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+    const pathMiB = (bigSpec.levels.reduce((s, r) => s + r, 0) * 3 * bigSpec.layers.length * cfg.dModel * 4) / 2 ** 20;
+    const note = `one path (${fmt(pathMiB, 2)} MiB) from a ${fmt(big.bytes / 2 ** 30, 1)} GiB sparse bank file on ${process.platform === 'linux' ? 'the local disk' : 'disk'}; page cache dropped before each cold fetch (max resident after drop ${residentAfterRelease} B)`;
+    for (const [name, xs] of [['cold', cold], ['warm', warm]] as const) {
+      for (const p of [0.5, 0.99]) {
+        const v = q(xs, p);
+        rows.push({ name: `fetch-latency-${name}-p${p === 0.5 ? 50 : 99}`, unit: 'ms', ours: v, peer: null, peerValue: null, ratio: null, target: null, met: null, note });
+      }
+      c.detail.push(`| fetch one path, ${name} page cache (${n} fetches) | p50 ${fmt(q(xs, 0.5), 2)} ms, p99 ${fmt(q(xs, 0.99), 2)} ms | ${fmt(pathMiB / (q(xs, 0.5) / 1e3) / 1024, 2)} GiB/s at p50 | |`);
+    }
+    big.close();
+    anchor.dispose();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/**
+ * Scaling at a fixed fetched size (R = 96 units in each of the 4 layers, 4 distinct paths per
+ * batch): step time vs the number of levels the 96 units are split over, and vs bank size (k)
+ * at two levels. The method's promise is that both stay flat.
+ */
+export async function scalingRows(c: MemoryBenchContext): Promise<ContractRow[]> {
+  const cfg = TIER_MODEL;
   const anchor = AnchorModel.create(cfg, { maxBatch: 8 });
-  const a = HierarchicalModel.fromAnchor(anchor, ram), b = HierarchicalModel.fromAnchor(anchor, file);
-  const oa = new AdamW(a.anchor), ob = new AdamW(b.anchor);
-  const rng = new Rng(4);
-  const mk = () => ({ tokens: new Int32Array(8 * 256).map(() => rng.int(256)), targets: new Int32Array(8 * 256).map(() => rng.int(256)), batchSize: 8, paths: randomPaths(rng, 8, 16, 3) });
-  const o = { anchorLr: 1e-3, memoryLr: 1e-3, memoryWeightDecay: 1e-3, freezeAnchor: false };
-  const [tr, tf] = await timePair(() => a.trainStep(mk(), oa, o), () => b.trainStep(mk(), ob, o), 5, 1);
-  rows.push(`| train step, bank in RAM (${(ram.bytes / 2 ** 20).toFixed(0)} MiB bank) | ${spread(tr)} | | memory-mapped file ${spread(tf)} | mmap/RAM ${(tf.medianMs / tr.medianMs).toFixed(3)} |`);
-  results.bankTiers = { ramMs: tr, mmapMs: tf, ratio: tf.medianMs / tr.medianMs, bankBytes: ram.bytes };
-  file.close();
-  await rm(dir, { recursive: true });
+  const rows: ContractRow[] = [];
+  const run = async (label: string, variants: { name: string; spec: MemorySpec }[]): Promise<void> => {
+    const sides = [];
+    const banks: MemoryBank[] = [];
+    const models: HierarchicalModel[] = [];
+    for (const v of variants) {
+      const spec = resolveMemorySpec(v.spec, cfg);
+      const bank = MemoryBank.createInMemory(spec, cfg.dModel, { seed: 9, allowOvercommit: true });
+      banks.push(bank);
+      const s = stepper(anchor, bank, batches(new Rng(11), cfg, 4, v.spec.k, v.spec.levels.length, 4));
+      models.push(s.model);
+      sides.push({ name: v.name, run: await ourRunner(s.step) });
+    }
+    const m = await measure(label, 8 * cfg.seqLen, sides, c.threads, c.timing, c.idle);
+    const base = m.sides[0]!.perSec;
+    variants.forEach((v, i) => {
+      const s = m.sides[i]!.perSec;
+      const sizes = memorySizes(resolveMemorySpec(v.spec, cfg), cfg);
+      const what = `${v.name}: bank ${fmt(sizes.bankParams / 1e6, 1)}M params (${fmt((banks[i]!.bytes) / 2 ** 30, 2)} GiB with AdamW state), fetched ${fmt(sizes.fetchedParams / 1e6, 2)}M`;
+      if (i > 0) rows.push(peerRow(`scaling-${label}-${v.name}`, 'tokens/s', s.median, `hiermem-${variants[0]!.name}`, base.median, 0.95, { band: true, spread: s.spread, note: what }));
+      c.detail.push(`| scaling ${label}: ${what} | ${fmt(s.median / 1e3, 2)}k tok/s [${fmt(s.min / 1e3, 2)}–${fmt(s.max / 1e3, 2)}] | vs ${variants[0]!.name} | ${fmt(s.median / base.median, 3)} |`);
+    });
+    for (const x of models) x.anchor.dispose();
+    for (const b of banks) b.close();
+  };
+  await run('levels', [
+    { name: '1-level', spec: { k: 8, levels: [96] } },
+    { name: '2-levels', spec: { k: 8, levels: [48, 48] } },
+    { name: '3-levels', spec: { k: 8, levels: [32, 32, 32] } },
+    ...(c.quick ? [] : [{ name: '4-levels', spec: { k: 8, levels: [24, 24, 24, 24] } }]),
+  ]);
+  await run('bank', [
+    { name: 'k4', spec: { k: 4, levels: [48, 48] } },
+    { name: 'k16', spec: { k: 16, levels: [48, 48] } },
+    ...(c.quick ? [] : [{ name: 'k64', spec: { k: 64, levels: [48, 48] } }]),
+  ]);
+  anchor.dispose();
+  return rows;
 }
 
-async function main(): Promise<void> {
-  const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  console.log(`hiermem memory bench — ${cpu}, ${cpus().length} cores, ${native.getNumThreads()} threads, ${new Date().toISOString()}`);
-  await gatherBench();
-  await ffnBench();
-  await bankTierBench();
-  console.log('\n| what | ours (median, min–max) | rate | peer in the same run | ratio |\n|---|---|---|---|---|');
-  for (const r of rows) console.log(r);
-  await mkdir('bench/results', { recursive: true });
-  await writeFile('bench/results/memory.json', JSON.stringify({ machine: cpu, threads: native.getNumThreads(), date: new Date().toISOString(), ...results }, null, 2));
-}
-
-await main();

@@ -171,7 +171,7 @@ export function maxRel(a: ArrayLike<number>, b: ArrayLike<number>): { rel: numbe
 
 /**
  * Waits (up to maxS seconds, and within a shared budget for the whole run) until other processes
- * use < 0.25 cores, as bench/train-step.ts does; returns the last reading.
+ * use < 0.25 cores; returns the last reading.
  */
 export class IdleWaiter {
   private budgetMs: number;

@@ -31,6 +31,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { loadNative, packageRoot } from '../lib/native.js';
 import { AnchorModel } from '../lib/model/anchor.js';
@@ -44,24 +45,43 @@ import { HierarchicalModel, slotsOf, type PathBatch } from '../lib/memory/memory
 import { layerToMemory, memorySizes, resolveMemorySpec, type MemorySpec } from '../lib/memory/spec.js';
 import { Rng } from '../lib/util/random.js';
 import { IdleWaiter, TorchPeer, ensureTorch, machine, maxRel, stat, treePaths, type PeerInfo, type Stat } from './peer-common.js';
+import { peerRow, type ContractRow } from './contract.js';
+import { measure, ourRunner, type Measured, type Runner, type Side, type Timing } from './measure.js';
 import { checkEquivalence, describe, randomizeDownRows, type EquivalenceResult } from './peer-check.js';
 
-const MEMORY: MemorySpec = { k: 4, levels: [32, 32] };
+export const MEMORY: MemorySpec = { k: 4, levels: [32, 32] };
 const DISTINCT_PATHS = 4;
 const BATCH = 8;
 const LR = 1e-4;
 const MEMORY_WD = 1e-3;
 
 /** Targets from issue #5 (hiermem / PyTorch tokens/s). */
+/**
+ * The sizes of issue #5: ≈0.5M (framework overhead dominates), the ≈3.4M config PyTorch was
+ * measured on in ../shared/toolchain.md (4 layers, d 256, seq 256, batch 8; SwiGLU of width 704 so
+ * the parameter count matches its 4x GELU MLP) and ≈10M. The model presets are accepted too.
+ */
+export const BENCH_SIZES: Record<string, Omit<ModelConfig, 'vocabSize' | 'seed'>> = {
+  '0.5M': { dModel: 128, nLayers: 2, nHeads: 4, headDim: 32, ffnHidden: 384, seqLen: 128, normEps: 1e-5, ropeBase: 1e5 },
+  '3.4M': { dModel: 256, nLayers: 4, nHeads: 4, headDim: 64, ffnHidden: 704, seqLen: 256, normEps: 1e-5, ropeBase: 1e5 },
+  '10M': MODEL_PRESETS.large!,
+};
+export function benchConfig(size: string): ModelConfig {
+  const shape = BENCH_SIZES[size] ?? MODEL_PRESETS[size];
+  if (!shape) throw new Error(`unknown size ${size} (have ${[...Object.keys(BENCH_SIZES), ...Object.keys(MODEL_PRESETS)].join(', ')})`);
+  return resolveModelConfig({ ...shape, vocabSize: ByteTokenizer.VOCAB_SIZE, seed: 1 });
+}
+
+/** Targets from issue #5 (hiermem / PyTorch tokens/s). */
 function targetOf(size: string, memory: boolean, kind: 'train' | 'prefill' | 'generate'): number | null {
   if (kind !== 'train') return null;
   if (memory) return 1.5;
-  if (size === 'small') return 1.5;
-  if (size === 'medium') return 1.1;
+  if (size === 'small' || size === '0.5M') return 1.5;
+  if (size === 'medium' || size === '3.4M') return 1.1;
   return null;
 }
 
-interface Options {
+export interface PeerOptions {
   sizes: string[];
   threads: number[];
   reps: number;
@@ -78,16 +98,16 @@ interface Options {
   out: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    sizes: ['small', 'medium', 'large'], threads: [2, 1], reps: 5, seconds: 1, warmup: 2, memory: true, infer: true,
+function parseArgs(argv: string[]): PeerOptions {
+  const o: PeerOptions = {
+    sizes: ['0.5M', '3.4M', '10M'], threads: [2, 1], reps: 5, seconds: 1, warmup: 2, memory: true, infer: true,
     genTokens: 32, idleWait: 5, idleBudget: 60, inferReps: 3, install: process.getuid?.() === 0,
     out: path.join(packageRoot(), 'bench', 'results', 'peer.json'),
   };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i]!;
     if (key === '--quick') {
-      Object.assign(o, { sizes: ['small', 'medium'], threads: [2], reps: 3, inferReps: 3, seconds: 0.4, warmup: 1, genTokens: 16, idleWait: 3, idleBudget: 20 });
+      Object.assign(o, { sizes: ['0.5M', '3.4M'], threads: [2], reps: 3, inferReps: 3, seconds: 0.4, warmup: 1, genTokens: 16, idleWait: 3, idleBudget: 20 });
       continue;
     }
     if (key === '--no-memory') { o.memory = false; continue; }
@@ -115,78 +135,9 @@ function parseArgs(argv: string[]): Options {
       default: throw new Error(`unknown option ${key}`);
     }
   }
-  for (const s of o.sizes) if (!(s in MODEL_PRESETS)) throw new Error(`unknown size ${s} (have ${Object.keys(MODEL_PRESETS).join(', ')})`);
+  for (const s of o.sizes) benchConfig(s);
   for (const t of o.threads) if (!Number.isInteger(t) || t < 1) throw new Error(`bad thread count ${t}`);
   return o;
-}
-
-// ---- alternating measurement ---------------------------------------------------------------------
-
-/** Runs `n` units of work and reports the wall and CPU milliseconds it took. */
-type Runner = (n: number) => Promise<{ ms: number; cpuMs: number }>;
-
-interface Side {
-  name: string;
-  /** Per repetition: units of work (tokens) per second. */
-  perSec: Stat;
-  msPerCall: Stat;
-  cpuShare: number;
-}
-
-interface Measured {
-  sides: Side[];
-  callsPerRep: number;
-  busyCoresBefore: number;
-  loadAvg1: number;
-  /** Per repetition ratio side0 / side_i (i >= 1), paired within the repetition. */
-  paired: Stat[];
-}
-
-async function ourRunner(fn: () => Promise<unknown> | unknown): Promise<Runner> {
-  return async (n) => {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await fn();
-    const ms = performance.now() - t0;
-    const c = process.cpuUsage(c0);
-    return { ms, cpuMs: (c.user + c.system) / 1e3 };
-  };
-}
-
-interface Timing {
-  reps: number;
-  warmup: number;
-  seconds: number;
-}
-
-async function measure(what: string, units: number, sides: { name: string; run: Runner }[], threads: number, o: Timing, idle: IdleWaiter): Promise<Measured> {
-  for (const s of sides) if (o.warmup > 0) await s.run(o.warmup);
-  let slowest = 0;
-  for (const s of sides) slowest = Math.max(slowest, (await s.run(1)).ms);
-  const callsPerRep = Math.max(1, Math.round((o.seconds * 1000) / slowest));
-  const busyCoresBefore = await idle.wait(what);
-  const loadAvg1 = os.loadavg()[0]!;
-  const per: { ms: number; cpuMs: number }[][] = sides.map(() => []);
-  for (let r = 0; r < o.reps; r++) {
-    // rotate the order each repetition: A B, B A, ... (A B C, B C A, C A B with three sides)
-    for (let j = 0; j < sides.length; j++) {
-      const i = (j + r) % sides.length;
-      per[i]!.push(await sides[i]!.run(callsPerRep));
-    }
-  }
-  const out: Side[] = sides.map((s, i) => {
-    const reps = per[i]!;
-    const wall = reps.reduce((a, b) => a + b.ms, 0);
-    const cpu = reps.reduce((a, b) => a + b.cpuMs, 0);
-    return {
-      name: s.name,
-      perSec: stat(reps.map((x) => (units * callsPerRep) / (x.ms / 1000))),
-      msPerCall: stat(reps.map((x) => x.ms / callsPerRep)),
-      cpuShare: cpu / (wall * threads),
-    };
-  });
-  const paired = sides.slice(1).map((_, k) => stat(per[0]!.map((x, r) => per[k + 1]![r]!.ms / x.ms)));
-  return { sides: out, callsPerRep, busyCoresBefore, loadAvg1, paired };
 }
 
 // ---- rows --------------------------------------------------------------------------------------
@@ -223,7 +174,7 @@ function randomTokens(rng: Rng, n: number, V: number): Int32Array {
   return t;
 }
 
-async function trainRows(size: string, memory: boolean, cfg: ModelConfig, o: Options, peer: TorchPeer | null, idle: IdleWaiter, dir: string): Promise<TrainRow[]> {
+async function trainRows(size: string, memory: boolean, cfg: ModelConfig, o: PeerOptions, peer: TorchPeer | null, idle: IdleWaiter, dir: string): Promise<TrainRow[]> {
   const native = loadNative();
   const rng = new Rng(42);
   const T = cfg.seqLen;
@@ -303,7 +254,7 @@ async function trainRows(size: string, memory: boolean, cfg: ModelConfig, o: Opt
   return rows;
 }
 
-async function inferRows(size: string, cfg: ModelConfig, o: Options, peer: TorchPeer | null, idle: IdleWaiter, dir: string,
+async function inferRows(size: string, cfg: ModelConfig, o: PeerOptions, peer: TorchPeer | null, idle: IdleWaiter, dir: string,
                          notes: Record<string, unknown>): Promise<InferRow[]> {
   const native = loadNative();
   const rng = new Rng(77);
@@ -470,17 +421,17 @@ function markdown(train: TrainRow[], infer: InferRow[]): string {
   return L.join('\n');
 }
 
-function contractRows(train: TrainRow[], infer: InferRow[]): Record<string, unknown>[] {
-  const rows: Record<string, unknown>[] = [];
+export function contractRows(train: TrainRow[], infer: InferRow[]): ContractRow[] {
+  const rows: ContractRow[] = [];
   const push = (name: string, m: Measured, target: number | null, i = 1, peerName = 'pytorch-cpu'): void => {
-    const ours = m.sides[0]!.perSec.median;
-    const peer = m.sides[i]?.perSec.median ?? null;
-    const ratio = peer !== null ? ours / peer : null;
-    rows.push({ name, unit: 'tokens/s', ours, peer: peer !== null ? peerName : null, peerValue: peer, ratio, target, met: target !== null && ratio !== null ? ratio >= target : null });
+    const ours = m.sides[0]!.perSec;
+    rows.push(peerRow(name, 'tokens/s', ours.median, peerName, m.sides[i]?.perSec.median ?? null, target, { spread: ours.spread }));
   };
-  for (const r of train) push(`train-step-${r.size}-${r.memory ? 'memory' : 'anchor'}-t${r.threads}`, r.m, targetOf(r.size, r.memory, 'train'));
+  // the full-machine thread count carries the plain name (train-step-10M-memory); others get -t<n>
+  const t = (n: number): string => (n === os.availableParallelism() ? '' : `-t${n}`);
+  for (const r of train) push(`train-step-${r.size}-${r.memory ? 'memory' : 'anchor'}${t(r.threads)}`, r.m, targetOf(r.size, r.memory, 'train'));
   for (const r of infer) {
-    const base = `${r.kind === 'prefill' ? 'prompt' : 'generate'}-${r.size}-${r.memory ? 'memory' : 'anchor'}-t${r.threads}`;
+    const base = `${r.kind === 'prefill' ? 'prompt' : 'generate'}-${r.size}-${r.memory ? 'memory' : 'anchor'}${t(r.threads)}`;
     if (r.kind === 'prefill') push(base, r.m, null);
     else {
       push(base, r.m, null, 1, 'pytorch-cpu-kvcache');
@@ -490,7 +441,7 @@ function contractRows(train: TrainRow[], infer: InferRow[]): Record<string, unkn
   return rows;
 }
 
-function gitCommit(): string | null {
+export function gitCommit(): string | null {
   try {
     return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot(), encoding: 'utf8' }).trim();
   } catch {
@@ -498,8 +449,21 @@ function gitCommit(): string | null {
   }
 }
 
-async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
+export interface PeerResult {
+  machine: ReturnType<typeof machine>;
+  started: Date;
+  info: PeerInfo | null;
+  peer: Record<string, unknown>;
+  checks: EquivalenceResult[];
+  train: TrainRow[];
+  infer: InferRow[];
+  notes: Record<string, unknown>;
+  rows: ContractRow[];
+  markdown: string;
+}
+
+/** The PyTorch comparison rows (equivalence checks first); used by bench/run.ts and by main below. */
+export async function runPeerBench(o: PeerOptions): Promise<PeerResult> {
   const started = new Date();
   const native = loadNative();
   const savedThreads = native.getNumThreads();
@@ -523,7 +487,7 @@ async function main(): Promise<void> {
   const notes: Record<string, unknown> = {};
   try {
     for (const size of o.sizes) {
-      const cfg = resolveModelConfig({ ...MODEL_PRESETS[size]!, vocabSize: ByteTokenizer.VOCAB_SIZE, seed: 1 });
+      const cfg = benchConfig(size);
       if (peer) {
         native.setNumThreads(o.threads[0]!);
         for (const memory of o.memory ? [false, true] : [false]) {
@@ -543,37 +507,47 @@ async function main(): Promise<void> {
     native.setNumThreads(savedThreads);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const table = markdown(train, infer);
-  process.stdout.write(`\n${table}\n\n`);
-  for (const c of checks) process.stdout.write(`${describe(c)}\n`);
-  for (const [k, v] of Object.entries(notes)) process.stdout.write(`${k}: ${typeof v === 'number' ? v.toExponential(2) : String(v)}\n`);
+  return {
+    machine: mach, started, info, checks, train, infer, notes,
+    peer: info ? { ...info, openmpBlas: avail.openmpBlas } : { unavailable: avail.message },
+    rows: contractRows(train, infer), markdown: markdown(train, infer),
+  };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const r = await runPeerBench(o);
+  const native = loadNative();
+  process.stdout.write(`\n${r.markdown}\n\n`);
+  for (const c of r.checks) process.stdout.write(`${describe(c)}\n`);
+  for (const [k, v] of Object.entries(r.notes)) process.stdout.write(`${k}: ${typeof v === 'number' ? v.toExponential(2) : String(v)}\n`);
   const result = {
-    machine: mach,
-    date: started.toISOString(),
-    durationS: Math.round((Date.now() - started.getTime()) / 100) / 10,
+    machine: r.machine,
+    date: r.started.toISOString(),
+    durationS: Math.round((Date.now() - r.started.getTime()) / 100) / 10,
     commit: gitCommit(),
     loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
     addon: { version: native.version, blas: native.blas },
-    peer: info ? { ...info, openmpBlas: avail.openmpBlas } : { unavailable: avail.message },
+    peer: r.peer,
     options: o,
     setup: { batch: BATCH, lr: LR, adamw: DEFAULT_ADAMW, memory: MEMORY, distinctPaths: DISTINCT_PATHS, memoryWeightDecay: MEMORY_WD },
-    checks: checks.map(({ grads: _g, ...rest }) => rest),
-    notes,
-    rows: contractRows(train, infer),
-    train: train.map((r) => ({ ...r })),
-    infer,
-    markdown: table,
+    checks: r.checks.map(({ grads: _g, ...rest }) => rest),
+    notes: r.notes,
+    rows: r.rows,
+    train: r.train.map((x) => ({ ...x })),
+    infer: r.infer,
+    markdown: r.markdown,
   };
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   fs.writeFileSync(o.out, JSON.stringify(result, null, 2) + '\n');
   process.stderr.write(`wrote ${path.relative(process.cwd(), o.out) || o.out} (${result.durationS} s)\n`);
-  if (checks.some((c) => !c.pass)) {
+  if (r.checks.some((c) => !c.pass)) {
     process.stderr.write('EQUIVALENCE CHECK FAILED: the timings above compare different computations\n');
     process.exitCode = 1;
   }
 }
 
-main().catch((e: unknown) => {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main().catch((e: unknown) => {
   process.stderr.write(`${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
   process.exit(1);
 });

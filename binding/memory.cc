@@ -93,6 +93,8 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
       InstanceMethod<&NativeMemoryBank::Prefetch>("prefetch"),
       InstanceMethod<&NativeMemoryBank::PinLevels>("pinLevels"),
       InstanceMethod<&NativeMemoryBank::Flush>("flush"),
+      InstanceMethod<&NativeMemoryBank::ReleasePageCache>("releasePageCache"),
+      InstanceMethod<&NativeMemoryBank::ResidentBytes>("residentBytes"),
       InstanceMethod<&NativeMemoryBank::SaveData>("saveData"),
       InstanceMethod<&NativeMemoryBank::LoadData>("loadData"),
       InstanceMethod<&NativeMemoryBank::Close>("close"),
@@ -317,6 +319,17 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     std::string err;
     if (!live(env).flush(&err)) fail(env, "E_IO", err);
     return env.Undefined();
+  }
+
+  Napi::Value ReleasePageCache(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    std::string err;
+    if (!live(env).release_page_cache(&err)) fail(env, "E_IO", err);
+    return env.Undefined();
+  }
+
+  Napi::Value ResidentBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), (double)live(info.Env()).resident_bytes());
   }
 
   // (path, dataStart): writes the data section into an existing file at dataStart and fsyncs it.

@@ -88,6 +88,8 @@ export interface NativeMemoryBank {
   /** mlock the first `levels` levels (best effort); returns an error text or null. */
   pinLevels(levels: number): string | null;
   flush(): void;
+  releasePageCache(): void;
+  residentBytes(): number;
   /** Writes the data section into the existing file at dataStart and fsyncs it. */
   saveData(path: string, dataStart: number): void;
   loadData(path: string, dataStart: number): void;

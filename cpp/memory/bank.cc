@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace hm {
 namespace {
@@ -177,6 +178,34 @@ bool MemoryBank::flush(std::string* err) {
     return false;
   }
   return true;
+}
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21  // Linux 5.4; older kernels answer EINVAL and the call reports it
+#endif
+
+bool MemoryBank::release_page_cache(std::string* err) {
+  if (!mapped_) return true;
+  if (writable_ && msync(mapped_, mapped_len_, MS_SYNC) != 0) {
+    *err = errno_text("msync");
+    return false;
+  }
+  if (madvise(mapped_, mapped_len_, MADV_PAGEOUT) != 0) {
+    *err = errno_text("madvise(MADV_PAGEOUT)");
+    return false;
+  }
+  return true;
+}
+
+int64_t MemoryBank::resident_bytes() const {
+  if (!mapped_) return bytes_;
+  const long page = sysconf(_SC_PAGESIZE);
+  const size_t pages = (mapped_len_ + (size_t)page - 1) / (size_t)page;
+  std::vector<unsigned char> vec(pages);
+  if (mincore(mapped_, mapped_len_, vec.data()) != 0) return -1;
+  int64_t n = 0;
+  for (unsigned char v : vec) n += v & 1;
+  return n * page;
 }
 
 bool MemoryBank::write_to_fd(int fd, int64_t offset, std::string* err) const {

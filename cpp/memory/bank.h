@@ -47,6 +47,11 @@ class MemoryBank {
   bool pin_levels(int64_t levels, std::string* err);
   // Flushes a file bank to disk (msync); returns false with err on failure.
   bool flush(std::string* err);
+  // File banks: writes dirty pages back and asks the kernel to drop the file's pages from the page
+  // cache (MADV_PAGEOUT), so the next fetches read from disk — a bank larger than RAM behaves so.
+  bool release_page_cache(std::string* err);
+  // Bytes of the mapping resident in the page cache (mincore); the whole bank for RAM banks.
+  int64_t resident_bytes() const;
   // Copies the whole data section to / from a file descriptor at `offset` (RAM bank save/load).
   bool write_to_fd(int fd, int64_t offset, std::string* err) const;
   bool read_from_fd(int fd, int64_t offset, std::string* err);

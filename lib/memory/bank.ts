@@ -257,6 +257,20 @@ export class MemoryBank {
     this.live().flush();
   }
 
+  /**
+   * File banks: writes dirty pages back and drops the bank's pages from the page cache, so later
+   * fetches read from disk (what a bank larger than RAM does; the benchmark's cold-cache fetches).
+   * A no-op in RAM.
+   */
+  releasePageCache(): void {
+    this.live().releasePageCache();
+  }
+
+  /** Bytes of the bank resident in memory (page cache for file banks, via mincore). */
+  residentBytes(): number {
+    return this.live().residentBytes();
+  }
+
   /** Writes the bank to a new file atomically (temp, fsync, rename). */
   async save(path: string): Promise<void> {
     const n = this.live();

@@ -1,0 +1,45 @@
+/**
+ * The rows of bench/results/latest.json — a stable contract read by checks outside our tests
+ * (issue #5): extend with new fields, never rename. A row compares ours with a peer in the same
+ * run (ratio = ours / peerValue, both "higher is better" unless the unit says ms) or, without a
+ * peer, carries fractionOfLimit against one of the machine limits measured in the same run.
+ */
+export interface ContractRow {
+  name: string;
+  unit: string;
+  ours: number;
+  /** 'pytorch-cpu', 'pytorch-cpu-kvcache', 'hiermem-…' (our own other path), or null. */
+  peer: string | null;
+  peerValue: number | null;
+  ratio: number | null;
+  /** The goal for `ratio` (peer rows) or `fractionOfLimit` (limit rows); null = no goal set. */
+  target: number | null;
+  met: boolean | null;
+  /** ours / the machine limit named by `limit` (peerless rows, and train rows: FLOP/s / sgemm). */
+  fractionOfLimit?: number;
+  limit?: 'sgemmGflops' | 'memcpyGBs' | 'sgemmAtModelShapes';
+  /** (max - min) / median of ours over the repetitions. */
+  spread?: number;
+  /** Flat rows: met means |ratio - 1| <= 1 - target (within ±5% for target 0.95). */
+  band?: boolean;
+  note?: string;
+}
+
+export interface Limits {
+  sgemmGflops: number;
+  memcpyGBs: number;
+}
+
+export function peerRow(name: string, unit: string, ours: number, peer: string | null, peerValue: number | null,
+                        target: number | null, extra: Partial<ContractRow> = {}): ContractRow {
+  const ratio = peerValue !== null && peerValue > 0 ? ours / peerValue : null;
+  let met: boolean | null = null;
+  if (target !== null && ratio !== null) met = extra.band ? Math.abs(ratio - 1) <= 1 - target + 1e-12 : ratio >= target;
+  return { name, unit, ours, peer: peerValue !== null ? peer : null, peerValue, ratio, target, met, ...extra };
+}
+
+export function limitRow(name: string, unit: string, ours: number, limit: ContractRow['limit'] & string, limitValue: number,
+                         target: number | null, extra: Partial<ContractRow> = {}): ContractRow {
+  const fractionOfLimit = ours / limitValue;
+  return { name, unit, ours, peer: null, peerValue: null, ratio: null, target, met: target !== null ? fractionOfLimit >= target : null, fractionOfLimit, limit, ...extra };
+}

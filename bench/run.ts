@@ -1,0 +1,184 @@
+/**
+ * `npm run bench` — every benchmark of issue #5 in one invocation, the machine's limits measured in
+ * the same run, results in bench/results/latest.json (the contract in bench/contract.ts) and a
+ * Markdown table on stdout.
+ *
+ * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,train,infer]
+ *        [--threads N] [--no-install] [--out FILE]
+ *   --quick   fewer sizes and repetitions (< 3 min); the full run takes < 15 min on 2 cores
+ *   --only    sections to run (the limits always run: other rows are fractions of them)
+ * PyTorch (the peer of the train/infer rows) is installed with apt-get when missing and running as
+ * root, else those rows carry peer null and a message says why.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadNative, packageRoot } from '../lib/native.js';
+import { limitRow, type ContractRow, type Limits } from './contract.js';
+import { machine } from './machine.js';
+import { memcpyGBs, sgemmGflops } from './limits.js';
+import { ffnRows, gatherRows, scalingRows, tierRows, type MemoryBenchContext } from './memory.js';
+import { IdleWaiter } from './peer-common.js';
+import { benchConfig, gitCommit, runPeerBench, type PeerOptions, type PeerResult } from './peer-train.js';
+
+const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'train', 'infer'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Options {
+  quick: boolean;
+  only: Set<Section>;
+  threads: number;
+  install: boolean;
+  out: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    quick: false, only: new Set(SECTIONS), threads: os.availableParallelism(), install: process.getuid?.() === 0,
+    out: path.join(packageRoot(), 'bench', 'results', 'latest.json'),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [key, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
+    const value = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`missing value after ${key}`);
+      return v;
+    };
+    switch (key) {
+      case '--quick': o.quick = true; break;
+      case '--no-install': o.install = false; break;
+      case '--install': o.install = true; break;
+      case '--threads': o.threads = Number(value()); break;
+      case '--out': o.out = path.resolve(value()); break;
+      case '--only': {
+        const names = value().split(',').map((s) => s.trim()).filter(Boolean);
+        for (const n of names) if (!(SECTIONS as readonly string[]).includes(n)) throw new Error(`unknown section ${n} (have ${SECTIONS.join(', ')})`);
+        o.only = new Set(['limits', ...names] as Section[]);
+        break;
+      }
+      default: throw new Error(`unknown option ${key} (see the usage in bench/run.ts)`);
+    }
+  }
+  if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error(`--threads expects a positive integer`);
+  return o;
+}
+
+const f = (x: number | null | undefined, d = 2): string => (x === null || x === undefined || !Number.isFinite(x) ? 'n/a' : Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(d));
+
+function table(rows: ContractRow[]): string {
+  const L = ['| row | unit | ours | peer | peer value | ratio | fraction of limit | target | met |', '|---|---|---:|---|---:|---:|---:|---:|---|'];
+  for (const r of rows) {
+    const tgt = r.target === null ? '—' : r.band ? `1 ± ${f(1 - r.target)}` : `≥ ${f(r.target)}`;
+    const met = r.met === null ? '—' : r.met ? 'met' : '**missed**';
+    L.push(`| ${r.name} | ${r.unit} | ${f(r.ours)} | ${r.peer ?? '—'} | ${f(r.peerValue)} | ${f(r.ratio)} | ${r.fractionOfLimit !== undefined ? `${f(r.fractionOfLimit)} of ${r.limit}` : '—'} | ${tgt} | ${met} |`);
+  }
+  return L.join('\n');
+}
+
+/** Adds FLOP/s rows to the training rows: fraction of sgemm, large square and at the model's shapes. */
+function flopRows(peer: PeerResult, limits: Limits, threads: number, quick: boolean): { rows: ContractRow[]; shapeGemm: Record<string, number> } {
+  const rows: ContractRow[] = [];
+  const shapeGemm: Record<string, number> = {};
+  for (const t of peer.train.filter((x) => x.threads === threads)) {
+    const gflops = (t.m.sides[0]!.perSec.median * t.flopsPerToken) / 1e9;
+    const row = peer.rows.find((r) => r.name === `train-step-${t.size}-${t.memory ? 'memory' : 'anchor'}`);
+    if (row) Object.assign(row, { fractionOfLimit: gflops / limits.sgemmGflops, limit: 'sgemmGflops' });
+    if (t.memory) continue;
+    // the model's own GEMM shapes: its largest products (FFN, QKV) at B·T rows
+    const cfg = benchConfig(t.size);
+    const N = t.tokensPerStep, C = cfg.dModel, F = cfg.ffnHidden;
+    const shapes: [number, number, number][] = [[N, F, C], [N, C, F], [N, 3 * C, C]];
+    let flop = 0, sec = 0;
+    for (const [m, n, k] of shapes) {
+      const g = sgemmGflops(m, n, k, quick ? 2 : 3, quick ? 0.15 : 0.3).median;
+      flop += 2 * m * n * k;
+      sec += (2 * m * n * k) / (g * 1e9);
+    }
+    const atShapes = flop / sec / 1e9;
+    shapeGemm[t.size] = atShapes;
+    rows.push(limitRow(`train-step-${t.size}-anchor-gflops`, 'GFLOP/s', gflops, 'sgemmAtModelShapes', atShapes, 0.85, {
+      spread: t.m.sides[0]!.perSec.spread,
+      note: `model FLOPs (6·params·tokens + attention) per second; sgemm at this model's shapes ${f(atShapes, 1)} GFLOP/s, large square ${f(limits.sgemmGflops, 1)}`,
+    }));
+  }
+  return { rows, shapeGemm };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const started = new Date();
+  const native = loadNative();
+  const saved = native.getNumThreads();
+  native.setNumThreads(o.threads);
+  const mach = machine();
+  process.stderr.write(`hiermem bench${o.quick ? ' --quick' : ''}: ${mach.cpuModel}, ${mach.logicalCpus} CPUs, ${o.threads} threads, node ${process.version}, sections ${[...o.only].join(',')}\n`);
+  const timing = o.quick ? { reps: 3, warmup: 1, seconds: 0.3 } : { reps: 5, warmup: 2, seconds: 0.8 };
+  const idle = new IdleWaiter(o.quick ? 2 : 5, o.quick ? 10 : 60);
+
+  // limits first: every fraction below refers to them
+  const n = o.quick ? 768 : 1536;
+  const sgemm = sgemmGflops(n, n, n, o.quick ? 3 : 5, o.quick ? 0.3 : 0.6);
+  const memcpy = memcpyGBs(64 * 2 ** 20, o.quick ? 5 : 9);
+  const limits: Limits = { sgemmGflops: sgemm.median, memcpyGBs: memcpy.median };
+  process.stderr.write(`  limits: sgemm ${n}^3 ${f(sgemm.median, 1)} GFLOP/s [${f(sgemm.min, 1)}–${f(sgemm.max, 1)}], memcpy 64 MiB ${f(memcpy.median, 1)} GB/s [${f(memcpy.min, 1)}–${f(memcpy.max, 1)}]\n`);
+
+  const rows: ContractRow[] = [];
+  const detail: string[] = [];
+  const ctx: MemoryBenchContext = { quick: o.quick, timing, idle, limits, threads: o.threads, detail };
+  const log = (rs: ContractRow[]): void => {
+    for (const r of rs) process.stderr.write(`  ${r.name}: ${f(r.ours)} ${r.unit}${r.ratio !== null ? `, ratio ${f(r.ratio)} vs ${r.peer}` : ''}${r.fractionOfLimit !== undefined ? `, ${f(r.fractionOfLimit)} of ${r.limit}` : ''}${r.met === false ? ' (target missed)' : ''}\n`);
+    rows.push(...rs);
+  };
+  if (o.only.has('gather') || o.only.has('scatter')) log(await gatherRows(ctx, { gather: o.only.has('gather'), scatter: o.only.has('scatter') }));
+  if (o.only.has('ffn')) log(await ffnRows(ctx));
+  if (o.only.has('tiers')) log(await tierRows(ctx));
+  if (o.only.has('scaling')) log(await scalingRows(ctx));
+  let peer: PeerResult | null = null;
+  let shapeGemm: Record<string, number> = {};
+  if (o.only.has('train') || o.only.has('infer')) {
+    const po: PeerOptions = {
+      sizes: o.quick ? ['0.5M', '3.4M'] : ['0.5M', '3.4M', '10M'], threads: [o.threads], ...timing,
+      memory: true, infer: o.only.has('infer'), genTokens: o.quick ? 8 : 32, idleWait: o.quick ? 2 : 5, idleBudget: o.quick ? 10 : 60,
+      inferReps: 3, install: o.install, out: '',
+    };
+    peer = await runPeerBench(po);
+    const fr = flopRows(peer, limits, o.threads, o.quick);
+    shapeGemm = fr.shapeGemm;
+    log([...(o.only.has('train') ? peer.rows.filter((r) => r.name.startsWith('train-step')) : []), ...fr.rows,
+      ...peer.rows.filter((r) => !r.name.startsWith('train-step'))]);
+    if (peer.checks.some((c) => !c.pass)) process.exitCode = 1;
+  }
+  native.setNumThreads(saved);
+
+  const md = table(rows);
+  process.stdout.write(`\n${md}\n`);
+  if (detail.length) process.stdout.write(`\n| detail | ours | same-run comparison | ratio |\n|---|---|---|---|\n${detail.join('\n')}\n`);
+  const result = {
+    machine: `${mach.cpuModel}, ${mach.logicalCpus} CPUs, ${mach.memGiB} GiB, ${mach.platform}, node ${mach.node}`,
+    date: started.toISOString(),
+    commit: gitCommit(),
+    rows,
+    limits,
+    // fields beyond the contract: how the run went
+    durationS: Math.round((Date.now() - started.getTime()) / 100) / 10,
+    quick: o.quick,
+    threads: o.threads,
+    sections: [...o.only],
+    machineDetail: { ...mach, loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+    addon: { version: native.version, blas: native.blas },
+    limitsDetail: { sgemm: { n, ...sgemm }, memcpy: { bytes: 64 * 2 ** 20, ...memcpy }, sgemmAtModelShapes: shapeGemm },
+    peer: peer ? { ...peer.peer, checks: peer.checks.map(({ grads: _g, ...rest }) => rest), notes: peer.notes, markdown: peer.markdown } : null,
+    markdown: md,
+    detail,
+  };
+  fs.mkdirSync(path.dirname(o.out), { recursive: true });
+  const tmp = `${o.out}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, JSON.stringify(result, null, 2) + '\n');
+  fs.renameSync(tmp, o.out);
+  process.stderr.write(`wrote ${path.relative(process.cwd(), o.out) || o.out} (${result.durationS} s)\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`hiermem bench: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.exit(1);
+});
