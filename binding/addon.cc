@@ -12,6 +12,8 @@
 
 namespace hmb {
 
+void RegisterCuda(Napi::Env env, Napi::Object exports);  // cuda.cc: the dlopen'ed CUDA backend
+
 static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   hm::set_num_threads((int)get_int(info, 0, "n", 1, 256));
   return info.Env().Undefined();
@@ -30,6 +32,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOptimizer(env, exports);
   RegisterModel(env, exports);
   RegisterMemory(env, exports);
+  RegisterCuda(env, exports);
   return exports;
 }
 

@@ -1,7 +1,10 @@
 // model.cc — the NativeModel object: owns an hm::AnchorModel over JS-owned parameter/gradient
 // buffers; forward/backward run synchronously or as AsyncWorkers. One call at a time per model:
 // a second call while one is running is rejected with E_BUSY (never a data race).
+// NativeKVCache: the K/V cache of one generated sequence, made by NativeModel.kvCacheCreate() and
+// usable only with that model (prefill / decodeStep).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <memory>
 
@@ -76,6 +79,55 @@ static Napi::Value AnchorLayout(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// The buffers behind a NativeKVCache; model_id ties them to the NativeModel that made them.
+struct KVState {
+  uint64_t model_id = 0;
+  KVCache cache;
+};
+
+// lib/native.ts wraps every object the addon returns in a Proxy (error mapping), and napi_unwrap
+// cannot see through a Proxy, so the model finds a cache's state through this non-enumerable,
+// read-only property instead: an External (type-tagged, so nothing else can pose as one) that
+// co-owns the state.
+static constexpr const char* kKVHandle = "__hiermemKVCache";
+static const napi_type_tag kKVTag = {0x6b7663616368652dULL, 0x686965726d656d31ULL};
+using KVHandle = std::shared_ptr<KVState>;
+
+class NativeKVCache : public Napi::ObjectWrap<NativeKVCache> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeKVCache",
+                       {InstanceAccessor<&NativeKVCache::Length>("length"),
+                        InstanceAccessor<&NativeKVCache::Capacity>("capacity")});
+  }
+  // Constructed empty; NativeModel.kvCacheCreate attaches the state. An empty one (made from JS
+  // via cache.constructor) has no handle and is refused by prefill / decodeStep.
+  NativeKVCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeKVCache>(info) {}
+
+  static Napi::Object Create(Napi::Env env, Napi::FunctionReference& ctor, KVHandle state) {
+    Napi::Object obj = ctor.New({});
+    Unwrap(obj)->state_ = state;
+    auto ext = Napi::External<KVHandle>::New(env, new KVHandle(std::move(state)), [](Napi::Env, KVHandle* p) { delete p; });
+    ext.TypeTag(&kKVTag);
+    obj.DefineProperty(Napi::PropertyDescriptor::Value(kKVHandle, ext, napi_default));
+    return obj;
+  }
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), state_ ? (double)state_->cache.len : 0);
+  }
+  Napi::Value Capacity(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), state_ ? (double)state_->cache.T : 0);
+  }
+  KVHandle state_;
+};
+
+// Per-env constructors (napi instance data): the model class and the cache class.
+struct ModelClasses {
+  Napi::FunctionReference model, kv_cache;
+};
+
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -85,6 +137,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                         InstanceMethod<&NativeModel::ForwardLoss>("forwardLoss"),
                         InstanceMethod<&NativeModel::ForwardLossAsync>("forwardLossAsync"),
                         InstanceMethod<&NativeModel::LastLogits>("lastLogits"),
+                        InstanceMethod<&NativeModel::KVCacheCreate>("kvCacheCreate"),
+                        InstanceMethod<&NativeModel::Prefill>("prefill"),
+                        InstanceMethod<&NativeModel::DecodeStep>("decodeStep"),
                         InstanceAccessor<&NativeModel::Busy>("busy")});
   }
 
@@ -240,23 +295,96 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return out;
   }
 
+  // kvCacheCreate() -> NativeKVCache: K and V (L, seqLen, H*hd) for one sequence of this model.
+  Napi::Value KVCacheCreate(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const auto& d = model_->dims();
+    const double n = (double)d.L * (double)d.T * (double)d.D();
+    check_fits_in_memory(env, "a KV cache of " + std::to_string(d.L) + " layers x seqLen " + std::to_string(d.T) + " x " +
+                                  std::to_string(d.D()), 8 * n);
+    auto st = std::make_shared<KVState>();
+    st->model_id = id_;
+    try {
+      st->cache = KVCache(d);
+    } catch (const std::exception& e) {
+      fail(env, "E_CONFIG_INVALID", std::string("cannot allocate the KV cache: ") + e.what());
+    }
+    return NativeKVCache::Create(env, env.GetInstanceData<ModelClasses>()->kv_cache, std::move(st));
+  }
+
+  // The cache argument: a NativeKVCache (or the Proxy lib/native.ts puts around it) of this model.
+  KVHandle parse_cache(Napi::Env env, Napi::Value v) {
+    const char* what = "cache must be a NativeKVCache from this model's kvCacheCreate()";
+    if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", what);
+    auto h = v.As<Napi::Object>().Get(kKVHandle);
+    if (!h.IsExternal() || !h.As<Napi::External<KVHandle>>().CheckTypeTag(&kKVTag)) fail(env, "E_INVALID_ARGUMENT", what);
+    KVHandle st = *h.As<Napi::External<KVHandle>>().Data();
+    if (!st || st->model_id != id_) fail(env, "E_INVALID_ARGUMENT", "cache was created by another model");
+    return st;
+  }
+
+  // prefill(cache, tokens: Int32Array (T' in [1, seqLen]), logitsOut: Float32Array (V), memory?)
+  // -> logitsOut: the last position's logits (as lastLogits); the cache then holds T' positions.
+  Napi::Value Prefill(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const auto& d = model_->dims();
+    auto st = parse_cache(env, info[0]);
+    int64_t T;
+    get_array<int32_t>(info[1], env, "tokens", -1, &T);
+    if (T < 1 || T > d.T) fail(env, "E_SHAPE_MISMATCH", "prompt length must be in [1, " + std::to_string(d.T) + "], got " + std::to_string(T));
+    const int32_t* tokens = get_array<int32_t>(info, 1, "tokens", T);
+    check_tokens(env, "tokens", tokens, T, d.V, false);
+    float* logits = get_array<float>(info, 2, "logitsOut", d.V);
+    std::vector<Napi::Value> keep;
+    auto mem = info.Length() > 3 ? parse_memory(env, info[3], 1, false, keep) : nullptr;
+    model_->prefill(tokens, T, st->cache, logits, mem.get());
+    return info[2];
+  }
+
+  // decodeStep(cache, token, logitsOut: Float32Array (V), memory?) -> logitsOut: appends token at
+  // position cache.length and writes its next-token logits. A full cache (length == seqLen) is
+  // E_CACHE_FULL: the caller re-runs a sliding window with lastLogits instead.
+  Napi::Value DecodeStep(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const auto& d = model_->dims();
+    auto st = parse_cache(env, info[0]);
+    if (info.Length() < 2 || !info[1].IsNumber()) fail(env, "E_INVALID_ARGUMENT", "token must be a number");
+    const double tv = info[1].As<Napi::Number>().DoubleValue();
+    if (tv != std::floor(tv)) fail(env, "E_INVALID_ARGUMENT", "token must be an integer, got " + std::to_string(tv));
+    if (!(tv >= 0 && tv < (double)d.V))  // also NaN-safe
+      fail(env, "E_TOKEN_OUT_OF_RANGE", "token = " + std::to_string(tv) + " is outside [0, " + std::to_string(d.V) + ")");
+    float* logits = get_array<float>(info, 2, "logitsOut", d.V);
+    std::vector<Napi::Value> keep;
+    auto mem = info.Length() > 3 ? parse_memory(env, info[3], 1, false, keep) : nullptr;
+    if (st->cache.len >= d.T)
+      fail(env, "E_CACHE_FULL", "the KV cache holds seqLen = " + std::to_string(d.T) + " positions already; "
+                                "re-run the last tokens with lastLogits (a sliding window) instead");
+    model_->decode_step((int32_t)tv, st->cache, logits, mem.get());
+    return info[2];
+  }
+
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
 
+  static std::atomic<uint64_t> next_id_;
+  const uint64_t id_ = ++next_id_;  // never reused, unlike an address
   std::unique_ptr<AnchorModel> model_;
   Napi::ObjectReference params_ref_, grads_ref_;
   bool busy_ = false;
 };
+std::atomic<uint64_t> NativeModel::next_id_{0};
 
 void RegisterModel(Napi::Env env, Napi::Object exports) {
-  auto ctor = NativeModel::Define(env);
-  auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
-  env.SetInstanceData<Napi::FunctionReference>(ref);
+  auto* classes = new ModelClasses{Napi::Persistent(NativeModel::Define(env)), Napi::Persistent(NativeKVCache::Define(env))};
+  env.SetInstanceData<ModelClasses>(classes);
   exports.Set("anchorLayout", Napi::Function::New(env, AnchorLayout));
   exports.Set("createAnchorModel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-                auto* ctor = info.Env().GetInstanceData<Napi::FunctionReference>();
+                auto* classes = info.Env().GetInstanceData<ModelClasses>();
                 std::vector<napi_value> args;
                 for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
-                return ctor->New(args);
+                return classes->model.New(args);
               }));
 }
 

@@ -1,5 +1,6 @@
 #include "anchor_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -247,6 +248,66 @@ void AnchorModel::last_logits(const int32_t* tokens, int64_t T, float* logits_ou
   Batch b{tokens, targets.data(), nullptr, 1, T, memory};
   forward(b);
   classifier_logits(logits_out, lnf_.data() + (T - 1) * d_.C, p_.wte, 1, d_.C, d_.V);
+}
+
+void AnchorModel::prefill(const int32_t* tokens, int64_t T, KVCache& cache, float* logits_out, const MemoryBatch* memory) {
+  // One (1, T) forward, exactly last_logits; its per-layer k (normed + rotated) and v rows are the cache.
+  last_logits(tokens, T, logits_out, memory);
+  const int64_t D = d_.D();
+  for (int64_t l = 0; l < d_.L; l++) {
+    std::memcpy(cache.k_at(l, 0), acts_[l].k.data(), sizeof(float) * T * D);
+    std::memcpy(cache.v_at(l, 0), acts_[l].v.data(), sizeof(float) * T * D);
+  }
+  cache.len = T;
+}
+
+void AnchorModel::decode_step(int32_t token, KVCache& cache, float* logits_out, const MemoryBatch* memory) {
+  const int64_t C = d_.C, D = d_.D(), F = d_.F, H = d_.H, hd = d_.hd, R = mem_.R, t = cache.len;
+  // one sequence = one document from position 0 (last_logits: doc_start null, pos = n % T), so
+  // the new token sits at position t
+  const int32_t pos = (int32_t)t;
+  if (dec_x_.empty()) {  // first use: one row of scratch
+    for (auto* v : {&dec_x_, &dec_h_, &dec_ln_}) v->resize((size_t)C);
+    dec_qkv_.resize((size_t)(3 * D));
+    dec_q_.resize((size_t)D);
+    dec_att_.resize((size_t)D);
+    for (auto* v : {&dec_gate_, &dec_up_, &dec_hidden_}) v->resize((size_t)F);
+    for (auto* v : {&dec_gate_m_, &dec_up_m_, &dec_mem_hidden_}) v->resize((size_t)std::max<int64_t>(R, 1));
+  }
+  float *x = dec_x_.data(), *h = dec_h_.data(), *ln = dec_ln_.data(), *qkv = dec_qkv_.data(), *q = dec_q_.data(),
+        *att = dec_att_.data();
+  float rstd;  // (1) rmsnorm side output, unused here
+  std::vector<MemoryGroup> groups;
+  if (memory && R > 0) groups = memory_groups(memory->seq_slot, 1, 1);
+  const int64_t slot_stride = mem_.Lm * 3 * R * C;
+  embedding_forward(x, &token, p_.wte, 1, C);  // x (C)
+  for (int64_t l = 0; l < d_.L; l++) {
+    const auto& w = p_.layers[l];
+    float *kc = cache.k_at(l, t), *vc = cache.v_at(l, t);
+    rmsnorm_forward(ln, &rstd, x, w.attn_norm, 1, C, d_.norm_eps);
+    // qkv (3D) = ln Wqkv^T: one GEMV over the stacked (3D, C) matrix, [q_raw | k_raw | v]
+    linear_forward(qkv, ln, w.wqkv, 1, 3 * D, C);
+    rmsnorm_forward(q, &rstd, qkv, w.q_norm, 1, D, d_.norm_eps);
+    rmsnorm_forward(kc, &rstd, qkv + D, w.k_norm, 1, D, d_.norm_eps);  // k goes straight into the cache
+    std::memcpy(vc, qkv + 2 * D, sizeof(float) * D);
+    rope_forward(q, &pos, 1, H, hd, d_.rope_base);
+    rope_forward(kc, &pos, 1, H, hd, d_.rope_base);
+    attention_decode(att, q, cache.k_at(l, 0), cache.v_at(l, 0), t + 1, H, hd);
+    // h = x + att Wo^T
+    std::memcpy(h, x, sizeof(float) * C);
+    gemm(false, true, 1, C, D, 1.f, att, D, w.wo, D, 1.f, h, C);
+    rmsnorm_forward(ln, &rstd, h, w.ffn_norm, 1, C, d_.norm_eps);
+    // x = h + FFN(ln) (+ the fetched slot's memory units)
+    ffn_forward(x, dec_gate_.data(), dec_up_.data(), dec_hidden_.data(), ln, w.w1, w.w2, w.w3, 1, C, F);
+    const int32_t j = mem_.layer_to_mem[(size_t)l];
+    if (j >= 0 && !groups.empty())
+      ffn_memory_forward(x, dec_gate_m_.data(), dec_up_m_.data(), dec_mem_hidden_.data(), ln,
+                         memory->fetched + j * 3 * R * C, slot_stride, groups, C, R);
+    for (int64_t i = 0; i < C; i++) x[i] += h[i];
+  }
+  rmsnorm_forward(ln, &rstd, x, p_.final_norm, 1, C, d_.norm_eps);
+  classifier_logits(logits_out, ln, p_.wte, 1, C, d_.V);
+  cache.len = t + 1;
 }
 
 }  // namespace hm

@@ -65,6 +65,23 @@ struct Batch {
   const MemoryBatch* memory = nullptr;
 };
 
+// Incremental decoding state of one sequence (batch 1): per layer, the keys (after QK-norm and
+// RoPE) and values of every position seen so far, so that a new token attends to them without
+// recomputing the prefix. k, v: (L, T, D) with T = dims.T (the model's max sequence length);
+// rows [0, len) of each layer are filled. A full cache (len == T) cannot take another token: the
+// caller falls back to re-running a sliding window through last_logits (what generation did
+// before the cache existed), because dropping the oldest token changes every later key.
+struct KVCache {
+  int64_t L = 0, T = 0, D = 0, len = 0;
+  std::vector<float> k, v;
+  KVCache() = default;
+  explicit KVCache(const AnchorDims& d)
+      : L(d.L), T(d.T), D(d.D()), k((size_t)(d.L * d.T * d.D())), v((size_t)(d.L * d.T * d.D())) {}
+  bool fits(const AnchorDims& d) const { return L == d.L && T == d.T && D == d.D(); }
+  float* k_at(int64_t l, int64_t t) { return k.data() + (l * T + t) * D; }
+  float* v_at(int64_t l, int64_t t) { return v.data() + (l * T + t) * D; }
+};
+
 class AnchorModel {
  public:
   AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem = {});
@@ -74,6 +91,15 @@ class AnchorModel {
   double forward_loss(const Batch& batch);
   // Logits (V) of the last position of a single sequence of length T <= dims.T.
   void last_logits(const int32_t* tokens, int64_t T, float* logits_out, const MemoryBatch* memory = nullptr);
+  // KV-cached generation (preconditions, checked by the binding: cache.fits(dims()), tokens in
+  // [0, V), memory (if any) has one sequence, i.e. seq_slot has 1 entry; pass the same memory to
+  // every call on one cache).
+  // prefill: runs the prompt (1 <= T <= dims.T) once like last_logits, writes the same logits, and
+  // fills the cache with its keys/values (cache.len = T).
+  void prefill(const int32_t* tokens, int64_t T, KVCache& cache, float* logits_out, const MemoryBatch* memory = nullptr);
+  // decode_step: appends one token at position cache.len (< dims.T) and writes the logits (V) of
+  // that position; equal to last_logits over the whole sequence up to float rounding.
+  void decode_step(int32_t token, KVCache& cache, float* logits_out, const MemoryBatch* memory = nullptr);
   const MemoryConfig& memory_config() const { return mem_; }
 
   const AnchorDims& dims() const { return d_; }
@@ -96,6 +122,9 @@ class AnchorModel {
   std::vector<LayerActs> acts_;
   std::vector<float> x_final_, lnf_, lnf_rstd_, losses_, cls_scratch_;
   std::vector<int32_t> pos_;
+  // decode_step scratch (one row)
+  std::vector<float> dec_x_, dec_h_, dec_ln_, dec_qkv_, dec_q_, dec_att_, dec_gate_, dec_up_, dec_hidden_, dec_gate_m_,
+      dec_up_m_, dec_mem_hidden_;
   // backward scratch
   std::vector<float> dresid_, dln_, dq_raw_, dk_raw_, datt_, dq_, dk_, dv_, s_h_, s_dh_, s_dg_, s_du_, ffn_hidden_, mem_hidden_, mem_scratch_;
 };

@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#define HMC_ABI_VERSION 1
+#define HMC_ABI_VERSION 2  // 2: the table gained streams, pinned memory, the device model and the optimizer
 
 namespace hmc {
 
@@ -63,6 +63,7 @@ int swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate
 // ---- attention (twin: cpp/kernels/attention.h) ------------------------------------------------
 // q, k, v, out: (B, T, H*hd) with row stride ld; lse (B, H, T); doc_start (B*T) or null.
 // Flash-style: scores live in shared memory / registers per tile, never (T, T) in global memory.
+// 1 <= hd <= 128 (cudaErrorInvalidValue above); B, H <= 65535 (grid limits).
 int attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                       const int32_t* doc_start, int64_t B, int64_t T, int64_t H, int64_t hd, int64_t ld, Stream s);
 // dq, dk, dv += ... ; deterministic (no float atomics across query tiles).
@@ -125,14 +126,17 @@ int64_t global_norm_scratch_doubles(int64_t n);
 // The tree layout, flattened: levels 0..num_levels-1 where the last may be the generic level.
 struct MemoryLayoutDesc {
   int32_t num_levels;     // p (+1 with a generic block)
+  int32_t generic;        // 1: level num_levels-1 is the generic block (rows R, row_offset 0), as hm::MemoryLayout
   int64_t Lm, d, R;       // memory layers, model width, fetched units per slot
   int64_t rows[17];       // rows of each level (0 = level absent)
   int64_t row_offset[17]; // where level l's rows start inside a slot's R rows
 };
 // A bank level resident in device memory: weights (nodes, Lm, 3, rows, d).
-// fetched (S, Lm, 3, R, d): slot s gets, for each level l with rows > 0, the block
-// level_w[l] + node * block_floats(l), node = paths[s * path_stride + l]; a slot whose
-// paths[s * path_stride] == -1 uses the generic block (level num_levels-1, node 0) for all R rows.
+// fetched (S, Lm, 3, R, d): slot s gets, for each tree level l < p (p = num_levels - generic) with
+// rows > 0, the block level_w[l] + node * block_floats(l), node = paths[s * path_stride + l], in rows
+// [row_offset[l], +rows[l]); a slot whose paths[s * path_stride] < 0 uses only the generic block
+// (level num_levels-1, node 0) for all R rows (the caller rejects such a slot when generic = 0).
+// block_floats(l) = Lm * 3 * rows[l] * d. Rows no level covers are left untouched (as the CPU twin).
 // 16-byte vectorised and coalesced when d % 4 == 0 (scalar otherwise).
 // level_w: DEVICE array of num_levels device pointers. paths: DEVICE (S, path_stride).
 int memory_gather(float* fetched, const float* const* level_w, const MemoryLayoutDesc& L, const int32_t* paths,
@@ -174,7 +178,7 @@ struct ModelBatch {
   const int32_t* tokens;     // (B*T)
   const int32_t* targets;    // (B*T), -1 = ignore
   const int32_t* doc_start;  // (B*T) or null
-  const int32_t* pos;        // (B*T) positions (t - doc_start, or t)
+  const int32_t* pos;        // (B*T) positions (t - doc_start, or t), or null: the model computes them so
   int64_t B, T;
   const float* fetched;      // (S, Lm, 3, R, C) or null
   float* dfetched;           // same, ADDED to, or null
@@ -182,11 +186,13 @@ struct ModelBatch {
   int64_t G;
 };
 struct Model;  // opaque
-// params / grads: DEVICE flat buffers in hm::anchor_layout order (caller-owned).
+// params / grads: DEVICE flat buffers in hm::anchor_layout order (caller-owned; grads may be null for a
+// model that only runs model_forward_loss). Activations for max_batch * T rows are allocated here.
 Model* model_create(const ModelDims& d, const ModelMemory& mem, int64_t max_batch, float* params, float* grads,
                     GemmMode mode, int* err);
 void model_destroy(Model* m);
-// Forward + backward, gradients ADDED into grads; *loss_host = mean loss (synchronises the stream).
+// Forward + backward, gradients ADDED into grads; *loss_host = mean loss (synchronises the stream;
+// NaN and no gradient when no target is >= 0). Needs b.B * b.T <= max_batch * T and b.T <= T.
 int model_forward_backward(Model* m, const ModelBatch& b, double* loss_host, Stream s);
 int model_forward_loss(Model* m, const ModelBatch& b, double* loss_host, Stream s);
 
@@ -213,6 +219,21 @@ struct hmc_api {
   int32_t (*memcpy_h2d)(void* dst, const void* src, size_t bytes, void* stream);
   int32_t (*memcpy_d2h)(void* dst, const void* src, size_t bytes, void* stream);
   int32_t (*stream_synchronize)(void* stream);
+  int32_t (*stream_create)(void** stream);  // non-blocking stream
+  int32_t (*stream_destroy)(void* stream);
+  int32_t (*malloc_host)(void** ptr, size_t bytes);  // pinned host memory (staging of fetched blocks)
+  int32_t (*free_host)(void* ptr);
+  int32_t (*memset)(void* dst, int32_t value, size_t bytes, void* stream);
+  // the device model and the dense optimizer (see namespace hmc above for semantics)
+  void* (*model_create)(const hmc::ModelDims* d, const hmc::ModelMemory* mem, int64_t max_batch, float* params,
+                        float* grads, int32_t gemm_mode, int32_t* err);
+  void (*model_destroy)(void* model);
+  int32_t (*model_forward_backward)(void* model, const hmc::ModelBatch* b, double* loss_host, void* stream);
+  int32_t (*model_forward_loss)(void* model, const hmc::ModelBatch* b, double* loss_host, void* stream);
+  int32_t (*adamw_update)(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWArgs* a,
+                          void* stream);
+  int32_t (*global_sumsq)(double* out_dev, const float* g, int64_t n, double* scratch, void* stream);
+  int64_t (*global_norm_scratch_doubles)(int64_t n);
 };
 // Returns the table, or null if abi_version differs from the library's (the addon then refuses it).
 __attribute__((visibility("default"))) const hmc_api* hmc_get_api(int32_t abi_version);

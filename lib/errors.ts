@@ -14,7 +14,10 @@ export type HiermemErrorCode =
   | 'E_BUSY' // a native object is already running an asynchronous call
   | 'E_DISPOSED' // the object was disposed
   | 'E_NATIVE_UNAVAILABLE' // the native addon could not be loaded
-  | 'E_ABORTED'; // an AbortSignal fired
+  | 'E_ABORTED' // an AbortSignal fired
+  | 'E_BACKEND_UNAVAILABLE' // the requested compute backend (CUDA) cannot be used here; the message says why
+  | 'E_CUDA' // a CUDA call failed on the device (out of memory, launch failure, ...)
+  | 'E_CACHE_FULL'; // a KV cache already holds seqLen positions (generation falls back to a sliding window)
 
 export class HiermemError extends Error {
   readonly code: HiermemErrorCode;

@@ -3,7 +3,11 @@
  */
 export { HiermemError, type HiermemErrorCode } from './errors.js';
 export { loadNative } from './native.js';
-export { AnchorModel, type Batch, type CreateModelOptions } from './model/anchor.js';
+export {
+  resolveBackend, detectGpu, nvidiaDriverPresent, cudaLibraryPath, CudaAnchorModel, CudaAdamW, BACKEND_ENV, CUDA_LIB_ENV,
+  type Backend, type ResolvedBackend, type GpuInfo, type CudaModelOptions, type GemmPrecision,
+} from './backend.js';
+export { AnchorModel, type Batch, type CreateModelOptions, type TokenDecoder } from './model/anchor.js';
 export { type ModelConfig, MODEL_PRESETS, resolveModelConfig, anchorParamCount, trainFlopsPerToken } from './model/config.js';
 export { generate, sampleToken, type GenerateOptions, type NextTokenLogits } from './model/generate.js';
 export { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from './data/tokenizer.js';

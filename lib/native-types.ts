@@ -137,11 +137,99 @@ export interface NativeModel {
   lastLogits(tokens: Int32Array, memory?: NativeMemoryBatch | null): Float32Array;
   /** True while an async call runs. */
   readonly busy: boolean;
+  /** A K/V cache for one sequence of this model ((nLayers, seqLen, nHeads * headDim) keys and values). */
+  kvCacheCreate(): NativeKVCache;
+  /**
+   * Runs a prompt of T' in [1, seqLen] tokens into `cache` (replacing what it held) and writes the
+   * last position's logits (V) into logitsOut, the same as lastLogits; returns logitsOut.
+   * memory: one sequence (seqSlot of length 1); pass the same one to every call on this cache.
+   */
+  prefill(cache: NativeKVCache, tokens: Int32Array, logitsOut: Float32Array, memory?: NativeMemoryBatch | null): Float32Array;
+  /**
+   * Appends `token` at position cache.length and writes its next-token logits into logitsOut
+   * (equal to lastLogits over the whole sequence up to float rounding); returns logitsOut.
+   * E_CACHE_FULL when cache.length === seqLen; E_INVALID_ARGUMENT for another model's cache.
+   */
+  decodeStep(cache: NativeKVCache, token: number, logitsOut: Float32Array, memory?: NativeMemoryBatch | null): Float32Array;
+}
+
+/** KV cache of one generated sequence (NativeModel.kvCacheCreate); usable only with its model. */
+export interface NativeKVCache {
+  /** Positions held (0 until prefill). */
+  readonly length: number;
+  /** The model's seqLen: decodeStep refuses (E_CACHE_FULL) once length reaches it. */
+  readonly capacity: number;
+}
+
+// ---- CUDA backend (binding/cuda.cc; the kernels live in hiermem_cuda.so, opened on request) ----
+
+/** cudaOpen's answer: loaded, or why not (dlopen text, missing entry point, ABI mismatch). */
+export interface CudaOpenResult {
+  loaded: boolean;
+  path: string;
+  error?: string;
+}
+
+/** What hiermem_cuda.so's device query found. status 0 = usable; 35 = no driver / too old. */
+export interface CudaDeviceInfo {
+  /** cudaError_t of the first failing runtime call, 0 when the device is usable. */
+  status: number;
+  statusText: string;
+  deviceCount: number;
+  /** e.g. 13000 for CUDA 13.0; 0 when no driver is installed. */
+  driverVersion: number;
+  runtimeVersion: number;
+  name: string;
+  /** "major.minor", e.g. "9.0" for H100. */
+  computeCapability: string;
+  freeBytes: number;
+  totalBytes: number;
+}
+
+/** AdamW on the device: the global-norm clip (clipNorm, 0 = none) happens inside the call. */
+export interface CudaAdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** 1-based step count used for bias correction. */
+  step: number;
+  clipNorm: number;
+}
+
+/**
+ * The anchor model with parameters, gradients and AdamW state in device memory (device 0).
+ * Batches are checked like NativeModel's; gradients are ADDED like the CPU model's.
+ */
+export interface NativeCudaModel {
+  readonly paramCount: number;
+  readonly busy: boolean;
+  uploadParams(params: Float32Array): void;
+  downloadParams(): Float32Array;
+  downloadGrads(): Float32Array;
+  zeroGrad(): void;
+  forwardBackward(batch: NativeBatch): Promise<number>;
+  forwardLoss(batch: NativeBatch): Promise<number>;
+  /** segments: (offset, length, weightDecay) triples as in adamwStep. Rejects E_NON_FINITE on a non-finite norm. */
+  adamwStep(segments: Float64Array, hyper: CudaAdamWHyper): Promise<{ gradNorm: number; gradScale: number }>;
+  dispose(): void;
 }
 
 export interface NativeAddon {
   readonly version: string;
   readonly blas: string;
+
+  // ---- CUDA backend (absent from addons built before it: check before calling) ---------------
+  /** HMC_ABI_VERSION the addon was built against. */
+  readonly cudaAbiVersion: number;
+  /** dlopen + hmc_get_api + ABI check; one library per process, kept open once accepted. */
+  cudaOpen(libPath: string): CudaOpenResult;
+  cudaStatus(): { loaded: boolean; path: string | null };
+  /** Needs a loaded library (else E_BACKEND_UNAVAILABLE). */
+  cudaDeviceInfo(device: number): CudaDeviceInfo;
+  /** gemmMode: 0 fp32 (reference), 1 tf32, 2 bf16 (tensor cores, fp32 accumulation). */
+  createCudaAnchorModel(dims: AnchorDims, maxBatch: number, memory?: { R: number; layerToMemory: Int32Array } | null,
+                        gemmMode?: number): NativeCudaModel;
 
   setNumThreads(n: number): void;
   getNumThreads(): number;

@@ -18,6 +18,8 @@ export function packageRoot(): string {
 }
 
 let cached: NativeAddon | undefined;
+/** The file the addon was loaded from (the CUDA library is looked for beside it). */
+let cachedPath: string | null = null;
 
 function wrapErrors<T extends object>(target: T): T {
   return new Proxy(target, {
@@ -68,7 +70,9 @@ function addonFromEnv(): NativeAddon | undefined {
   }
   if (!isFile) bad('not a regular file');
   try {
-    return require(file) as NativeAddon;
+    const addon = require(file) as NativeAddon;
+    cachedPath = file;
+    return addon;
   } catch (e) {
     return bad(`cannot load it: ${(e as Error).message}`, e);
   }
@@ -77,8 +81,12 @@ function addonFromEnv(): NativeAddon | undefined {
 /** The prebuild matching this platform, or the local build (node-gyp-build's search). */
 function addonFromPackage(root: string): NativeAddon {
   try {
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    return nodeGypBuild(root) as NativeAddon;
+    const nodeGypBuild = require('node-gyp-build') as ((dir: string) => unknown) & { path?: (dir: string) => string };
+    if (typeof nodeGypBuild.path !== 'function') return nodeGypBuild(root) as NativeAddon;
+    const file = nodeGypBuild.path(root); // the same search node-gyp-build(root) does, keeping the path
+    const addon = require(file) as NativeAddon;
+    cachedPath = file;
+    return addon;
   } catch (e) {
     throw new HiermemError(
       'E_NATIVE_UNAVAILABLE',
@@ -99,4 +107,14 @@ export function loadNative(): NativeAddon {
   const threads = Number(process.env.HIERMEM_THREADS ?? '');
   if (Number.isInteger(threads) && threads > 0) cached.setNumThreads(threads);
   return cached;
+}
+
+/**
+ * Absolute path of the addon file that loadNative() loaded (loading it if needed): build/Release/
+ * hiermem.node, prebuilds/<platform>-<arch>/hiermem.node or HIERMEM_ADDON_PATH. null where the
+ * loader could not tell (a runtime with its own native resolver).
+ */
+export function nativeAddonPath(): string | null {
+  loadNative();
+  return cachedPath;
 }

@@ -217,6 +217,11 @@ test('model creation and batches: hostile dims, buffers, batch fields and memory
   sweep('forwardBackward', (b) => model.forwardBackward(b as never), () => [batch()]);
   sweep('forwardLoss', (b) => model.forwardLoss(b as never), () => [batch()]);
   sweep('lastLogits', (t, m) => model.lastLogits(t as never, m as never), () => [Int32Array.from([1, 2, 3]), { fetched: f32(72), dfetched: null, seqSlot: Int32Array.from([0]), numSlots: 1 }]);
+  // KV cache: each hostile argument refused with a code, a fresh cache per call
+  const mem1 = () => ({ fetched: f32(72), dfetched: null, seqSlot: Int32Array.from([0]), numSlots: 1 });
+  sweep('kvCacheCreate', () => model.kvCacheCreate(), () => []);
+  sweep('prefill', (c, t, l, m) => model.prefill(c as never, t as never, l as never, m as never), () => [model.kvCacheCreate(), Int32Array.from([1, 2, 3]), f32(11), mem1()]);
+  sweep('decodeStep', (c, t, l, m) => model.decodeStep(c as never, t as never, l as never, m as never), () => [model.kvCacheCreate(), 1, f32(11), mem1()]);
   // async: the same hostile batches are refused before any work is queued; the model stays usable
   for (const [label, make] of hostileFor(batch())) {
     await outcomeAsync(`forwardBackwardAsync ${label}`, async () => model.forwardBackwardAsync(make() as never));

@@ -401,7 +401,7 @@ def handle(req):
         # greedy: `new` tokens after the prompt. The timed part is the `new` forward passes that
         # each feed one generated token (the prompt's own forward is done before the clock starts).
         # cache=True: K/V of earlier positions kept (preallocated); cache=False: the whole context
-        # is re-run for every token, as hiermem does today.
+        # is re-run for every token (hiermem's algorithm before its KV cache; the -nocache row).
         n_new, use_cache = int(req['new']), bool(req['cache'])
         prompt, mem = STATE['prompt'], STATE['mem']
         P = prompt.shape[1]

@@ -115,4 +115,42 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   });
 }
 
+void attention_decode(float* out, const float* q, const float* kcache, const float* vcache, int64_t n, int64_t H,
+                      int64_t hd) {
+  const float scale = 1.f / std::sqrt((float)hd);
+  const int64_t ld = H * hd;
+  auto heads = [&](int64_t h0, int64_t h1) {
+    std::vector<float> s((size_t)n);
+    for (int64_t h = h0; h < h1; h++) {
+      const float* qh = q + h * hd;
+      // s (n) = scale * K_h q_h
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; j++) {
+        const float* kj = kcache + j * ld + h * hd;
+        float dot = 0.f;
+        for (int64_t c = 0; c < hd; c++) dot += qh[c] * kj[c];
+        s[(size_t)j] = scale * dot;
+        mx = std::max(mx, s[(size_t)j]);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < n; j++) {
+        s[(size_t)j] = std::exp(s[(size_t)j] - mx);
+        sum += s[(size_t)j];
+      }
+      const float inv = (float)(1.0 / sum);
+      // out_h (hd) = sum_j p_j v_j
+      float* oh = out + h * hd;
+      std::fill(oh, oh + hd, 0.f);
+      for (int64_t j = 0; j < n; j++) {
+        const float p = s[(size_t)j] * inv;
+        const float* vj = vcache + j * ld + h * hd;
+        for (int64_t c = 0; c < hd; c++) oh[c] += p * vj[c];
+      }
+    }
+  };
+  // the pool only pays off once the cache is long: n * H * hd multiply-adds, twice
+  if (n * ld < (1 << 15)) heads(0, H);
+  else parallel_for(H, heads);
+}
+
 }  // namespace hm

@@ -13,4 +13,9 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* doc_start, int64_t B,
                         int64_t T, int64_t H, int64_t hd, int64_t ld);
+// One query against n cached keys (KV-cached generation): out, q (H*hd); kcache, vcache (n, H*hd),
+// keys already normed and rotated. Same formula as attention_forward: scale 1/sqrt(hd),
+// max-subtracted softmax (sum in double) over all n keys (the query is the last position).
+void attention_decode(float* out, const float* q, const float* kcache, const float* vcache, int64_t n, int64_t H,
+                      int64_t hd);
 }  // namespace hm

@@ -8,6 +8,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { loadNative } from '../native.js';
+import { detectGpu } from '../backend.js';
 import { AnchorModel } from '../model/anchor.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
@@ -266,14 +267,41 @@ async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; ch
   process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
 }
 
-/** Without a file: what the addon found. With a file: a checkpoint, bank or tree's header (shapes, sizes, spec). */
-async function cmdInfo(file: string | undefined) {
+/** CUDA's version numbers (13000) as "13.0"; null for 0 (no driver / no runtime). */
+function cudaVersion(v: number): string | null {
+  return v > 0 ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : null;
+}
+
+/** `info --gpu`: the child probe's findings (never throws for a missing GPU, driver or library). */
+function gpuInfo() {
+  const g = detectGpu();
+  const d = g.device;
+  const gib = (b: number) => `${(b / 1073741824).toFixed(1)} GiB`;
+  return {
+    available: g.available,
+    reason: g.reason,
+    driverPresent: g.driverPresent,
+    driver: d ? cudaVersion(d.driverVersion) : null,
+    runtime: d ? cudaVersion(d.runtimeVersion) : null,
+    device: d && d.status === 0 ? d.name : null,
+    deviceCount: d ? d.deviceCount : 0,
+    computeCapability: d && d.status === 0 ? d.computeCapability : null,
+    memory: d && d.status === 0 ? { free: gib(d.freeBytes), total: gib(d.totalBytes), freeBytes: d.freeBytes, totalBytes: d.totalBytes } : null,
+    status: d ? { code: d.status, text: d.statusText } : null,
+    library: g.library,
+  };
+}
+
+/** Without a file: what the addon found (--gpu: and what CUDA finds). With a file: a checkpoint, bank or tree's header (shapes, sizes, spec). */
+async function cmdInfo(file: string | undefined, opts: { gpu?: boolean } = {}) {
   if (!file) {
     const n = loadNative();
-    const info = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi };
+    const info: Record<string, unknown> = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi };
+    if (opts.gpu) info.gpu = gpuInfo();
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return;
   }
+  if (opts.gpu) throw new HiermemError('E_INVALID_ARGUMENT', '--gpu takes no file: run "hiermem info --gpu"');
   const h = await readSafetensorsHeader(file);
   const tensors = [...h.tensors.entries()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.end - t.begin }));
   const metadata: Record<string, unknown> = {};
@@ -463,6 +491,7 @@ program.command('generate')
 program.command('info')
   .description('print what the native addon found, or inspect a checkpoint / bank / tree file')
   .argument('[file]', 'a .safetensors file written by hiermem')
+  .option('--gpu', 'also probe CUDA: driver, runtime, device, compute capability, memory, which library loaded or why none')
   .action(cmdInfo);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -12,6 +12,7 @@ import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
 import type { NativeMemoryBatch } from '../native-types.js';
 import { AnchorModel, type Batch } from '../model/anchor.js';
+import type { NextTokenLogits } from '../model/generate.js';
 import { AdamW } from '../train/adamw.js';
 import { MemoryBank } from './bank.js';
 import { layerToMemory } from './spec.js';
@@ -145,10 +146,13 @@ export class HierarchicalModel {
    * A next-token function with one path's blocks fetched once (paper §3.5: retrieval happens once
    * per context, and the same memory serves every generated token).
    */
-  logitsForPath(path: Int32Array): (context: Int32Array) => Float32Array {
+  logitsForPath(path: Int32Array): NextTokenLogits {
     check(path.length === this.levels, 'E_SHAPE_MISMATCH', `path must have ${this.levels} entries`);
-    if (path[0] === NO_MEMORY_PATH) return (ctx) => this.anchor.nextTokenLogits(ctx);
+    if (path[0] === NO_MEMORY_PATH) {
+      return Object.assign((ctx: Int32Array) => this.anchor.nextTokenLogits(ctx), { decoder: () => this.anchor.decoder() });
+    }
     const memory = { fetched: this.bank.gather(path), dfetched: null, seqSlot: Int32Array.of(0), numSlots: 1 };
-    return (ctx) => this.anchor.nextTokenLogits(ctx, memory);
+    // generate() uses `decoder` (KV cache, the same fetched blocks for every position)
+    return Object.assign((ctx: Int32Array) => this.anchor.nextTokenLogits(ctx, memory), { decoder: () => this.anchor.decoder(memory) });
   }
 }

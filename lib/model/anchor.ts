@@ -30,6 +30,22 @@ export interface CreateModelOptions {
   memory?: { R: number; layerToMemory: Int32Array } | null;
 }
 
+/**
+ * Next-token logits of one growing sequence with a KV cache (AnchorModel.decoder): prefill(prompt)
+ * runs the prompt once, step(token) appends one token in O(context) instead of re-running it all.
+ * Logits equal nextTokenLogits of the same sequence up to float rounding while length <= capacity.
+ */
+export interface TokenDecoder {
+  /** Positions held now. */
+  readonly length: number;
+  /** The model's seqLen: step() throws E_CACHE_FULL once length reaches it. */
+  readonly capacity: number;
+  /** Starts over with `prompt` (1..capacity tokens); returns the next-token logits (V). */
+  prefill(prompt: Int32Array): Float32Array;
+  /** Appends `token`; returns the next-token logits (V) after it. */
+  step(token: number): Float32Array;
+}
+
 export class AnchorModel {
   readonly config: ModelConfig;
   readonly layout: readonly TensorSlot[];
@@ -112,6 +128,27 @@ export class AnchorModel {
     check(prompt.length > 0, 'E_INVALID_ARGUMENT', 'prompt must hold at least one token');
     const ctx = prompt.length > this.config.seqLen ? prompt.subarray(prompt.length - this.config.seqLen) : prompt;
     return this.live().lastLogits(ctx, memory ?? null);
+  }
+
+  /**
+   * A KV-cached decoder for one sequence (batch 1). `memory`: one fetched slot (seqSlot [0]) used
+   * for every position, as with nextTokenLogits(ctx, memory).
+   */
+  decoder(memory?: NativeMemoryBatch | null): TokenDecoder {
+    const cache = this.live().kvCacheCreate();
+    const V = this.config.vocabSize;
+    const mem = memory ?? null;
+    return {
+      get length() {
+        return cache.length;
+      },
+      capacity: cache.capacity,
+      prefill: (prompt) => {
+        check(prompt.length > 0, 'E_INVALID_ARGUMENT', 'prompt must hold at least one token');
+        return this.live().prefill(cache, prompt, new Float32Array(V), mem);
+      },
+      step: (token) => this.live().decodeStep(cache, token, new Float32Array(V), mem),
+    };
   }
 
   /** Frees the native model; further calls throw E_DISPOSED. */

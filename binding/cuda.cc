@@ -1,0 +1,624 @@
+// cuda.cc — the addon's side of the CUDA backend (issue #8). The addon never links CUDA: the
+// kernels live in hiermem_cuda.so, opened here with dlopen on request, and reached through the
+// versioned function table that its one exported symbol hmc_get_api hands out. Everything fails as
+// a clean "[E_CODE] message" (never an abort): a missing file, a library with an undefined symbol
+// (RTLD_NOW resolves them all at open), a non-CUDA library or one built for another ABI.
+//
+//   cudaOpen(path)          -> { loaded, path, error? }   (one library per process, kept open)
+//   cudaStatus()            -> { loaded, path }
+//   cudaDeviceInfo(device)  -> { status, statusText, deviceCount, driverVersion, ... }
+//   createCudaAnchorModel(dims, maxBatch, memory?, gemmMode?) -> NativeCudaModel
+//
+// NativeCudaModel mirrors NativeModel (model.cc) with the parameters, gradients and AdamW state
+// in device memory: the host sees them only through upload/download calls. Batches are checked
+// here exactly like the CPU model's (same messages, same codes) before anything reaches the GPU.
+// The model uses device 0 (the runtime's default on every thread).
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../cuda/hiermem_cuda.h"  // plain C++: no CUDA headers needed
+#include "anchor_model.h"
+#include "args.h"
+#include "binding.h"
+#include "kernels/ffn_memory.h"
+
+namespace hmb {
+
+// ---- the library ---------------------------------------------------------------------------
+
+namespace {
+
+// One CUDA library per process (a worker_thread's addon instance shares it). Once a library is
+// opened and accepted it is never closed: models hold pointers into it, and unloading a library
+// that carries a static CUDA runtime would run that runtime's teardown under live allocations.
+struct CudaLib {
+  std::mutex mu;
+  const hmc_api* api = nullptr;
+  std::string path;
+};
+CudaLib g_lib;
+
+const hmc_api* lib_api() {
+  std::lock_guard<std::mutex> lock(g_lib.mu);
+  return g_lib.api;
+}
+
+std::string dl_error(const char* fallback) {
+  const char* e = dlerror();
+  return e ? std::string(e) : std::string(fallback);
+}
+
+// Opens `path` and returns null, or the reason it cannot be used.
+std::string open_library(const std::string& path, const hmc_api** out) {
+  dlerror();  // clear a stale message
+  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) return "dlopen failed: " + dl_error(path.c_str());  // dlerror names the file
+  // From here on a failed check leaves the handle open (never dlclose a library that may have run
+  // CUDA runtime constructors); it costs one mapping and only on this error path.
+  dlerror();
+  void* sym = dlsym(h, "hmc_get_api");
+  if (!sym) return path + " is not a hiermem CUDA library (no hmc_get_api: " + dl_error("symbol not found") + ")";
+  auto get_api = reinterpret_cast<const hmc_api* (*)(int32_t)>(sym);
+  const hmc_api* api = get_api(HMC_ABI_VERSION);
+  if (!api || api->abi_version != HMC_ABI_VERSION)
+    return path + " was built for another interface version (ABI mismatch: this addon needs " +
+           std::to_string(HMC_ABI_VERSION) + "); rebuild hiermem so that the addon and the CUDA library match";
+  if (!api->device_info || !api->error_string)
+    return path + " lacks its device query entry points (a partial build?)";
+  *out = api;
+  return "";
+}
+
+std::string cuda_error_text(const hmc_api* api, int32_t status) {
+  const char* s = api && api->error_string ? api->error_string(status) : nullptr;
+  return std::string(s ? s : "unknown CUDA error") + " (cudaError " + std::to_string(status) + ")";
+}
+
+// Error for the worker thread (no Napi::Env there): PromiseWorker turns it into a rejection whose
+// message keeps the "[E_CODE] " prefix that lib/native.ts maps to HiermemError.
+[[noreturn]] void throw_code(const char* code, const std::string& msg) {
+  throw std::runtime_error(std::string("[") + code + "] " + msg);
+}
+
+}  // namespace
+
+static Napi::Value CudaOpen(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const std::string path = get_string(info, 0, "libPath");
+  auto result = Napi::Object::New(env);
+  result.Set("path", path);
+  std::lock_guard<std::mutex> lock(g_lib.mu);
+  std::string error;
+  if (g_lib.api) {
+    if (g_lib.path != path) error = "a CUDA library is already loaded from " + g_lib.path + "; cannot also load " + path;
+  } else if (path.empty()) {
+    error = "no CUDA library path given";
+  } else {
+    const hmc_api* api = nullptr;
+    error = open_library(path, &api);
+    if (error.empty()) {
+      g_lib.api = api;
+      g_lib.path = path;
+    }
+  }
+  result.Set("loaded", Napi::Boolean::New(env, error.empty()));
+  if (!error.empty()) result.Set("error", error);
+  return result;
+}
+
+static Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto result = Napi::Object::New(env);
+  std::lock_guard<std::mutex> lock(g_lib.mu);
+  result.Set("loaded", Napi::Boolean::New(env, g_lib.api != nullptr));
+  result.Set("path", g_lib.api ? Napi::Value(Napi::String::New(env, g_lib.path)) : env.Null());
+  return result;
+}
+
+static const hmc_api* require_api(Napi::Env env) {
+  const hmc_api* api = lib_api();
+  if (!api) fail(env, "E_BACKEND_UNAVAILABLE", "no CUDA library is loaded (cudaOpen first)");
+  return api;
+}
+
+static Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const int32_t device = (int32_t)get_int(info, 0, "device", 0, 1024);
+  const hmc_api* api = require_api(env);
+  hmc_device_info d;
+  std::memset(&d, 0, sizeof d);
+  api->device_info(device, &d);
+  d.name[sizeof d.name - 1] = 0;  // never trust the library to terminate its strings
+  d.status_text[sizeof d.status_text - 1] = 0;
+  auto o = Napi::Object::New(env);
+  o.Set("status", Napi::Number::New(env, d.status));
+  o.Set("statusText", Napi::String::New(env, d.status_text));
+  o.Set("deviceCount", Napi::Number::New(env, d.device_count));
+  o.Set("driverVersion", Napi::Number::New(env, d.driver_version));
+  o.Set("runtimeVersion", Napi::Number::New(env, d.runtime_version));
+  o.Set("name", Napi::String::New(env, d.name));
+  o.Set("computeCapability", Napi::String::New(env, std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)));
+  o.Set("freeBytes", Napi::Number::New(env, (double)d.free_bytes));
+  o.Set("totalBytes", Napi::Number::New(env, (double)d.total_bytes));
+  return o;
+}
+
+// ---- the device model ----------------------------------------------------------------------
+
+// The same dims object, ranges and messages as model.cc's parse_dims (the CPU model's config).
+static hm::AnchorDims parse_cuda_dims(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "dims must be an object");
+  auto o = v.As<Napi::Object>();
+  auto num = [&](const char* k, double lo, double hi, bool integer) {
+    auto x = o.Get(k);
+    if (!x.IsNumber()) fail(env, "E_CONFIG_INVALID", std::string(k) + " must be a number");
+    double d = x.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d < lo || d > hi || (integer && d != std::floor(d)))
+      fail(env, "E_CONFIG_INVALID", std::string(k) + " = " + std::to_string(d) + " is out of range");
+    return d;
+  };
+  hm::AnchorDims d;
+  d.V = (int64_t)num("vocabSize", 2, 1 << 24, true);
+  d.C = (int64_t)num("dModel", 1, 1 << 16, true);
+  d.L = (int64_t)num("nLayers", 1, 4096, true);
+  d.H = (int64_t)num("nHeads", 1, 1024, true);
+  d.hd = (int64_t)num("headDim", 2, 4096, true);
+  d.F = (int64_t)num("ffnHidden", 1, 1 << 20, true);
+  d.T = (int64_t)num("seqLen", 1, 1 << 20, true);
+  d.norm_eps = (float)num("normEps", 0, 1, false);
+  d.rope_base = num("ropeBase", 1.0001, 1e12, false);
+  if (d.hd % 2) fail(env, "E_CONFIG_INVALID", "headDim must be even (rotary embeddings rotate pairs)");
+  // hmc::ModelMemory carries a fixed (64) layer map
+  const int64_t max_layers = (int64_t)(sizeof(hmc::ModelMemory::layer_to_mem) / sizeof(int32_t));
+  if (d.L > max_layers)
+    fail(env, "E_CONFIG_INVALID", "the CUDA backend supports at most " + std::to_string(max_layers) + " layers, got " + std::to_string(d.L));
+  return d;
+}
+
+// The entry points the device model calls; a library without one of them is refused.
+static void require_model_api(Napi::Env env, const hmc_api* a) {
+  const struct {
+    const void* fn;
+    const char* name;
+  } need[] = {{(const void*)a->malloc, "malloc"},
+              {(const void*)a->free, "free"},
+              {(const void*)a->memcpy_h2d, "memcpy_h2d"},
+              {(const void*)a->memcpy_d2h, "memcpy_d2h"},
+              {(const void*)a->stream_synchronize, "stream_synchronize"},
+              {(const void*)a->stream_create, "stream_create"},
+              {(const void*)a->stream_destroy, "stream_destroy"},
+              {(const void*)a->memset, "memset"},
+              {(const void*)a->model_create, "model_create"},
+              {(const void*)a->model_destroy, "model_destroy"},
+              {(const void*)a->model_forward_backward, "model_forward_backward"},
+              {(const void*)a->model_forward_loss, "model_forward_loss"},
+              {(const void*)a->adamw_update, "adamw_update"},
+              {(const void*)a->global_sumsq, "global_sumsq"},
+              {(const void*)a->global_norm_scratch_doubles, "global_norm_scratch_doubles"}};
+  for (const auto& n : need)
+    if (!n.fn) fail(env, "E_BACKEND_UNAVAILABLE", std::string("the loaded CUDA library has no ") + n.name + " entry point (a partial build?)");
+}
+
+class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeCudaModel",
+                       {InstanceMethod<&NativeCudaModel::UploadParams>("uploadParams"),
+                        InstanceMethod<&NativeCudaModel::DownloadParams>("downloadParams"),
+                        InstanceMethod<&NativeCudaModel::DownloadGrads>("downloadGrads"),
+                        InstanceMethod<&NativeCudaModel::ZeroGrad>("zeroGrad"),
+                        InstanceMethod<&NativeCudaModel::ForwardBackward>("forwardBackward"),
+                        InstanceMethod<&NativeCudaModel::ForwardLoss>("forwardLoss"),
+                        InstanceMethod<&NativeCudaModel::AdamwStep>("adamwStep"),
+                        InstanceMethod<&NativeCudaModel::Dispose>("dispose"),
+                        InstanceAccessor<&NativeCudaModel::ParamCount>("paramCount"),
+                        InstanceAccessor<&NativeCudaModel::Busy>("busy")});
+  }
+
+  // (dims, maxBatch, memory?: { R, layerToMemory: Int32Array (L) } | null, gemmMode?: 0 fp32 | 1 tf32 | 2 bf16)
+  NativeCudaModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaModel>(info) {
+    auto env = info.Env();
+    api_ = require_api(env);
+    require_model_api(env, api_);
+    d_ = parse_cuda_dims(env, info[0]);
+    max_batch_ = get_int(info, 1, "maxBatch", 1, 1 << 20);
+    mem_ = hmc::ModelMemory{};
+    for (auto& x : mem_.layer_to_mem) x = -1;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      // the CPU model's rules (model.cc): memory layers numbered 0, 1, ... in layer order
+      auto o = info[2].As<Napi::Object>();
+      auto rv = o.Get("R");
+      double R = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
+      if (!(R >= 1 && R <= (1 << 20) && R == std::floor(R))) fail(env, "E_CONFIG_INVALID", "memory.R must be an integer >= 1");
+      mem_.R = (int64_t)R;
+      const int32_t* map = get_array<int32_t>(o.Get("layerToMemory"), env, "memory.layerToMemory", d_.L);
+      int32_t next = 0;
+      for (int64_t l = 0; l < d_.L; l++) {
+        if (map[l] != -1 && map[l] != next)
+          fail(env, "E_CONFIG_INVALID", "memory.layerToMemory must number the memory layers 0, 1, ... in order (-1 = none)");
+        if (map[l] == next) next++;
+        mem_.layer_to_mem[l] = map[l];
+      }
+      if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
+      mem_.Lm = next;
+    }
+    const int64_t mode = info.Length() > 3 && !info[3].IsUndefined() ? get_int(info, 3, "gemmMode", 0, 2) : 0;
+    n_ = hm::anchor_param_count(d_);
+    elems(env, "maxBatch x seqLen", {max_batch_, d_.T});
+
+    hmc::ModelDims md;
+    md.V = d_.V, md.C = d_.C, md.L = d_.L, md.H = d_.H, md.hd = d_.hd, md.F = d_.F, md.T = d_.T;
+    md.norm_eps = d_.norm_eps;
+    md.rope_base = d_.rope_base;
+    const size_t pbytes = (size_t)n_ * sizeof(float), nbatch = (size_t)(max_batch_ * d_.T) * sizeof(int32_t);
+    const int64_t scratch = api_->global_norm_scratch_doubles(n_);
+    try {
+      check(api_->stream_create(&stream_), "creating a stream");
+      params_ = dev_alloc(pbytes, "the parameters");
+      grads_ = dev_alloc(pbytes, "the gradients");
+      m_ = dev_alloc(pbytes, "AdamW m");
+      v_ = dev_alloc(pbytes, "AdamW v");
+      for (void* p : {grads_, m_, v_}) check(api_->memset(p, 0, pbytes, stream_), "zeroing the model state");
+      norm_ = (double*)dev_alloc(sizeof(double) * (size_t)(1 + std::max<int64_t>(scratch, 1)), "the norm scratch");
+      tokens_ = (int32_t*)dev_alloc(nbatch, "the batch");
+      targets_ = (int32_t*)dev_alloc(nbatch, "the batch");
+      doc_start_ = (int32_t*)dev_alloc(nbatch, "the batch");
+      pos_ = (int32_t*)dev_alloc(nbatch, "the batch");
+      int32_t err = 0;
+      model_ = api_->model_create(&md, &mem_, max_batch_, (float*)params_, (float*)grads_, (int32_t)mode, &err);
+      if (!model_) throw_code("E_CUDA", "model_create: " + cuda_error_text(api_, err ? err : 2 /* cudaErrorMemoryAllocation */));
+      check(api_->stream_synchronize(stream_), "initialising the model");
+    } catch (const std::exception& e) {
+      release();
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  ~NativeCudaModel() override { release(); }
+
+ private:
+  // ---- device memory and errors (callable from any thread) ----
+  void check(int32_t status, const std::string& what) {
+    if (status != 0) throw_code("E_CUDA", what + ": " + cuda_error_text(api_, status));
+  }
+  void* dev_alloc(size_t bytes, const std::string& what) {
+    void* p = nullptr;
+    int32_t st = api_->malloc(&p, std::max<size_t>(bytes, 16));
+    if (st != 0 || !p) throw_code("E_CUDA", "cannot allocate " + std::to_string(bytes) + " bytes of device memory for " + what + ": " + cuda_error_text(api_, st));
+    allocs_.push_back(p);
+    return p;
+  }
+  // Device buffer for the fetched / dfetched blocks, grown on demand (worker thread only).
+  float* grow(float*& buf, size_t& cap, size_t bytes, const char* what) {
+    if (bytes <= cap) return buf;
+    if (buf) {
+      check(api_->stream_synchronize(stream_), "synchronising before a reallocation");
+      for (auto it = allocs_.begin(); it != allocs_.end(); ++it)
+        if (*it == buf) {
+          allocs_.erase(it);
+          break;
+        }
+      api_->free(buf);
+      buf = nullptr;
+      cap = 0;
+    }
+    buf = (float*)dev_alloc(bytes, what);
+    cap = bytes;
+    return buf;
+  }
+  void release() {
+    if (!api_) return;
+    if (stream_) api_->stream_synchronize(stream_);  // nothing may still use what we free
+    if (model_) api_->model_destroy(model_);
+    model_ = nullptr;
+    for (void* p : allocs_) api_->free(p);
+    allocs_.clear();
+    if (stream_) api_->stream_destroy(stream_);
+    stream_ = nullptr;
+    disposed_ = true;
+  }
+
+  void check_idle(Napi::Env env) {
+    if (disposed_) fail(env, "E_DISPOSED", "this CUDA model was disposed");
+    if (busy_) fail(env, "E_BUSY", "this model is already running an asynchronous call; await it first");
+  }
+
+  // ---- host <-> device ----
+  Napi::Value UploadParams(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const float* src = get_array<float>(info, 0, "params", n_);
+    run_sync(env, [&] {
+      check(api_->memcpy_h2d(params_, src, (size_t)n_ * sizeof(float), stream_), "uploading the parameters");
+      check(api_->stream_synchronize(stream_), "uploading the parameters");
+    });
+    return env.Undefined();
+  }
+  Napi::Value Download(const Napi::CallbackInfo& info, void* src, const char* what) {
+    auto env = info.Env();
+    check_idle(env);
+    auto out = Napi::Float32Array::New(env, (size_t)n_);
+    run_sync(env, [&] {
+      check(api_->memcpy_d2h(out.Data(), src, (size_t)n_ * sizeof(float), stream_), std::string("downloading ") + what);
+      check(api_->stream_synchronize(stream_), std::string("downloading ") + what);
+    });
+    return out;
+  }
+  Napi::Value DownloadParams(const Napi::CallbackInfo& info) { return Download(info, params_, "the parameters"); }
+  Napi::Value DownloadGrads(const Napi::CallbackInfo& info) { return Download(info, grads_, "the gradients"); }
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    run_sync(env, [&] { check(api_->memset(grads_, 0, (size_t)n_ * sizeof(float), stream_), "zeroing the gradients"); });
+    return env.Undefined();
+  }
+
+  template <typename F>
+  void run_sync(Napi::Env env, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  // ---- one batch ----
+  struct Job {
+    int64_t B = 0, T = 0;
+    std::vector<int32_t> tokens, targets, doc_start, pos;  // host copies (the JS arrays may change after the call)
+    std::vector<hmc::MemoryGroup> groups;
+    const float* fetched = nullptr;  // JS-owned, kept alive by the worker
+    float* dfetched = nullptr;
+    int64_t fetched_floats = 0;
+    bool backward = false;
+  };
+
+  // The CPU model's checks (model.cc parse_batch / parse_memory), then host copies and positions.
+  std::shared_ptr<Job> parse_batch(const Napi::CallbackInfo& info, bool need_grad, std::vector<Napi::Value>& keep) {
+    auto env = info.Env();
+    check_idle(env);
+    if (!info[0].IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
+    auto o = info[0].As<Napi::Object>();
+    auto bv = o.Get("batchSize");
+    if (!bv.IsNumber()) fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be a number");
+    double bd = bv.As<Napi::Number>().DoubleValue();
+    if (!(bd >= 1 && bd <= (double)max_batch_ && bd == std::floor(bd)))
+      fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be an integer in [1, " + std::to_string(max_batch_) + "]");
+    auto job = std::make_shared<Job>();
+    const int64_t B = (int64_t)bd, T = d_.T, N = B * T;
+    job->B = B;
+    job->T = T;
+    job->backward = need_grad;
+    const int32_t* tokens = get_array<int32_t>(o.Get("tokens"), env, "batch.tokens", N);
+    const int32_t* targets = get_array<int32_t>(o.Get("targets"), env, "batch.targets", N);
+    auto ds = o.Get("docStart");
+    const int32_t* doc_start = (ds.IsNull() || ds.IsUndefined()) ? nullptr : get_array<int32_t>(ds, env, "batch.docStart", N);
+    check_tokens(env, "batch.tokens", tokens, N, d_.V, false);
+    check_tokens(env, "batch.targets", targets, N, d_.V, true);
+    check_doc_start(env, doc_start, B, T);
+    job->tokens.assign(tokens, tokens + N);
+    job->targets.assign(targets, targets + N);
+    if (doc_start) job->doc_start.assign(doc_start, doc_start + N);
+    job->pos.resize((size_t)N);  // as hm::AnchorModel: position within the document
+    for (int64_t n = 0; n < N; n++) job->pos[n] = doc_start ? (int32_t)(n % T) - doc_start[n] : (int32_t)(n % T);
+
+    auto mv = o.Get("memory");
+    if (!mv.IsNull() && !mv.IsUndefined()) {
+      if (mem_.R == 0) fail(env, "E_CONFIG_INVALID", "this model was created without memory layers");
+      if (!mv.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory must be an object");
+      auto m = mv.As<Napi::Object>();
+      auto ns = m.Get("numSlots");
+      double S = ns.IsNumber() ? ns.As<Napi::Number>().DoubleValue() : -1;
+      if (!(S >= 1 && S <= (double)B && S == std::floor(S))) fail(env, "E_INVALID_ARGUMENT", "memory.numSlots must be an integer in [1, batchSize]");
+      const int64_t slot = mem_.Lm * 3 * mem_.R * d_.C;
+      job->fetched_floats = elems(env, "memory.fetched", {(int64_t)S, slot});
+      job->fetched = get_array<float>(m.Get("fetched"), env, "memory.fetched", job->fetched_floats);
+      auto dv = m.Get("dfetched");
+      job->dfetched = (dv.IsNull() || dv.IsUndefined()) ? nullptr : get_array<float>(dv, env, "memory.dfetched", job->fetched_floats);
+      if (need_grad && !job->dfetched) fail(env, "E_INVALID_ARGUMENT", "memory.dfetched is required for forwardBackward");
+      if (!need_grad) job->dfetched = nullptr;
+      const int32_t* seq_slot = get_array<int32_t>(m.Get("seqSlot"), env, "memory.seqSlot", B);
+      for (int64_t b = 0; b < B; b++)
+        if (seq_slot[b] < -1 || seq_slot[b] >= (int64_t)S)
+          fail(env, "E_INVALID_ARGUMENT", "memory.seqSlot[" + std::to_string(b) + "] = " + std::to_string(seq_slot[b]) + " is outside [-1, numSlots)");
+      for (const auto& g : hm::memory_groups(seq_slot, B, T)) job->groups.push_back({g.row0, g.rows, g.slot});
+      keep.push_back(m.Get("fetched"));
+      keep.push_back(dv);
+    }
+    return job;
+  }
+
+  // Worker thread: upload, run, download dfetched. Returns the mean loss.
+  double run_batch(const Job& j) {
+    const size_t nb = j.tokens.size() * sizeof(int32_t);
+    check(api_->memcpy_h2d(tokens_, j.tokens.data(), nb, stream_), "uploading batch.tokens");
+    check(api_->memcpy_h2d(targets_, j.targets.data(), nb, stream_), "uploading batch.targets");
+    if (!j.doc_start.empty()) check(api_->memcpy_h2d(doc_start_, j.doc_start.data(), nb, stream_), "uploading batch.docStart");
+    check(api_->memcpy_h2d(pos_, j.pos.data(), nb, stream_), "uploading the positions");
+    hmc::ModelBatch mb;
+    std::memset(&mb, 0, sizeof mb);
+    mb.tokens = tokens_;
+    mb.targets = targets_;
+    mb.doc_start = j.doc_start.empty() ? nullptr : doc_start_;
+    mb.pos = pos_;
+    mb.B = j.B;
+    mb.T = j.T;
+    const size_t fbytes = (size_t)j.fetched_floats * sizeof(float);
+    if (j.fetched && !j.groups.empty()) {
+      mb.fetched = grow(fetched_, fetched_cap_, fbytes, "memory.fetched");
+      check(api_->memcpy_h2d(fetched_, j.fetched, fbytes, stream_), "uploading memory.fetched");
+      if (j.dfetched) {
+        // dfetched is ADDED to (the CPU model's contract): start from its current contents
+        mb.dfetched = grow(dfetched_, dfetched_cap_, fbytes, "memory.dfetched");
+        check(api_->memcpy_h2d(dfetched_, j.dfetched, fbytes, stream_), "uploading memory.dfetched");
+      }
+      mb.groups_host = j.groups.data();
+      mb.G = (int64_t)j.groups.size();
+    }
+    double loss = 0;
+    int32_t st = j.backward ? api_->model_forward_backward(model_, &mb, &loss, stream_)
+                            : api_->model_forward_loss(model_, &mb, &loss, stream_);
+    check(st, j.backward ? "model_forward_backward" : "model_forward_loss");
+    if (mb.dfetched) {
+      check(api_->memcpy_d2h(j.dfetched, dfetched_, fbytes, stream_), "downloading memory.dfetched");
+    }
+    check(api_->stream_synchronize(stream_), "finishing the batch");
+    return loss;
+  }
+
+  Napi::Value RunAsync(const Napi::CallbackInfo& info, bool backward) {
+    std::vector<Napi::Value> keep;
+    auto job = parse_batch(info, backward, keep);
+    keep.push_back(Value());  // keep this model alive while the worker runs
+    auto result = std::make_shared<double>(0);
+    busy_ = true;
+    auto* w = new PromiseWorker(
+        info.Env(), [this, job, result] { *result = run_batch(*job); },
+        [result](Napi::Env env) { return Napi::Number::New(env, *result); }, keep, [this] { busy_ = false; });
+    auto p = w->Promise();
+    w->Queue();
+    return p;
+  }
+  Napi::Value ForwardBackward(const Napi::CallbackInfo& info) { return RunAsync(info, true); }
+  Napi::Value ForwardLoss(const Napi::CallbackInfo& info) { return RunAsync(info, false); }
+
+  // ---- AdamW on the device ----
+  struct Segment {
+    int64_t offset, length;
+    float wd;
+  };
+  struct StepJob {
+    std::vector<Segment> segments;
+    double lr, beta1, beta2, eps, clip;
+    int64_t step;
+    double norm = 0, scale = 1;
+  };
+
+  // adamwStep(segments: Float64Array of (offset, length, weightDecay) triples,
+  //           hyper: { lr, beta1, beta2, eps, step, clipNorm }) -> Promise<{ gradNorm, gradScale }>
+  // The global gradient norm is reduced on the device (deterministic, float64) and read back as one
+  // double; a non-finite norm rejects with E_NON_FINITE and leaves every parameter untouched.
+  Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    auto job = std::make_shared<StepJob>();
+    int64_t ns;
+    const double* seg = get_array<double>(info[0], env, "segments", -1, &ns);
+    if (ns % 3) fail(env, "E_SHAPE_MISMATCH", "segments must hold (offset, length, weightDecay) triples");
+    for (int64_t i = 0; i < ns; i += 3) {
+      double off = seg[i], len = seg[i + 1], wd = seg[i + 2];
+      if (!(off >= 0 && len >= 0 && off == std::floor(off) && len == std::floor(len) && off + len <= (double)n_) ||
+          !std::isfinite(wd) || wd < 0)
+        fail(env, "E_INVALID_ARGUMENT", "segment " + std::to_string(i / 3) + " is outside the parameter buffer or has a bad weight decay");
+      job->segments.push_back({(int64_t)off, (int64_t)len, (float)wd});
+    }
+    if (info.Length() < 2 || !info[1].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
+    auto h = info[1].As<Napi::Object>();
+    auto num = [&](const char* k) {
+      auto v = h.Get(k);
+      if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
+        fail(env, "E_INVALID_ARGUMENT", std::string("hyper.") + k + " must be a finite number");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    job->lr = num("lr");
+    job->beta1 = num("beta1");
+    job->beta2 = num("beta2");
+    job->eps = num("eps");
+    job->clip = num("clipNorm");
+    double step = num("step");
+    if (step < 1 || step != std::floor(step)) fail(env, "E_INVALID_ARGUMENT", "hyper.step must be an integer >= 1");
+    job->step = (int64_t)step;
+    if (!(job->beta1 >= 0 && job->beta1 < 1 && job->beta2 >= 0 && job->beta2 < 1 && job->eps > 0))
+      fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
+    if (!(job->lr >= 0) || !(job->clip >= 0)) fail(env, "E_INVALID_ARGUMENT", "need lr >= 0 and clipNorm >= 0");
+    busy_ = true;
+    auto* w = new PromiseWorker(
+        env, [this, job] { run_step(*job); },
+        [job](Napi::Env env) {
+          auto o = Napi::Object::New(env);
+          o.Set("gradNorm", Napi::Number::New(env, job->norm));
+          o.Set("gradScale", Napi::Number::New(env, job->scale));
+          return Napi::Value(o);
+        },
+        {Value()}, [this] { busy_ = false; });
+    auto p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  void run_step(StepJob& j) {
+    double sumsq = 0;
+    check(api_->global_sumsq(norm_, (const float*)grads_, n_, norm_ + 1, stream_), "global_sumsq");
+    check(api_->memcpy_d2h(&sumsq, norm_, sizeof(double), stream_), "downloading the gradient norm");
+    check(api_->stream_synchronize(stream_), "global_sumsq");
+    j.norm = std::sqrt(sumsq);
+    if (!std::isfinite(j.norm)) throw_code("E_NON_FINITE", "gradient norm is " + std::to_string(j.norm) + "; update skipped");
+    j.scale = j.clip > 0 && j.norm > j.clip ? j.clip / j.norm : 1.0;
+    // the constants exactly as hm::adamw_update derives them (double, then cast)
+    hmc::AdamWArgs a;
+    a.lr = (float)j.lr;
+    a.beta1 = (float)j.beta1;
+    a.beta2 = (float)j.beta2;
+    a.eps = (float)j.eps;
+    a.grad_scale = (float)j.scale;
+    a.inv_bc1 = (float)(1.0 / (1.0 - std::pow(j.beta1, (double)j.step)));
+    a.inv_bc2 = (float)(1.0 / (1.0 - std::pow(j.beta2, (double)j.step)));
+    float *p = (float*)params_, *g = (float*)grads_, *m = (float*)m_, *v = (float*)v_;
+    for (const auto& s : j.segments) {
+      if (s.length == 0) continue;
+      a.wd = s.wd;
+      check(api_->adamw_update(p + s.offset, g + s.offset, m + s.offset, v + s.offset, s.length, &a, stream_), "adamw_update");
+    }
+    check(api_->stream_synchronize(stream_), "adamw_update");
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (busy_) fail(info.Env(), "E_BUSY", "cannot dispose a model while an asynchronous call runs");
+    release();
+    return info.Env().Undefined();
+  }
+  Napi::Value ParamCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)n_); }
+  Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
+
+  const hmc_api* api_ = nullptr;
+  hm::AnchorDims d_{};
+  hmc::ModelMemory mem_;
+  int64_t max_batch_ = 0, n_ = 0;
+  void* stream_ = nullptr;
+  void* model_ = nullptr;
+  std::vector<void*> allocs_;  // every device allocation, freed by release()
+  void *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+  double* norm_ = nullptr;  // [0] = sum of squares, [1..] = its scratch
+  int32_t *tokens_ = nullptr, *targets_ = nullptr, *doc_start_ = nullptr, *pos_ = nullptr;
+  float *fetched_ = nullptr, *dfetched_ = nullptr;
+  size_t fetched_cap_ = 0, dfetched_cap_ = 0;
+  bool busy_ = false, disposed_ = false;
+};
+
+void RegisterCuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaAbiVersion", Napi::Number::New(env, HMC_ABI_VERSION));
+  exports.Set("cudaOpen", Napi::Function::New(env, CudaOpen));
+  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
+  exports.Set("cudaDeviceInfo", Napi::Function::New(env, CudaDeviceInfo));
+  // The constructor is held by this closure's data (model.cc owns the env's instance data).
+  auto* ctor = new Napi::FunctionReference(Napi::Persistent(NativeCudaModel::Define(env)));
+  env.AddCleanupHook([ctor] { delete ctor; });
+  exports.Set("createCudaAnchorModel", Napi::Function::New(
+                                           env,
+                                           [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                             auto* c = static_cast<Napi::FunctionReference*>(info.Data());
+                                             std::vector<napi_value> args;
+                                             for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
+                                             return c->New(args);
+                                           },
+                                           "createCudaAnchorModel", ctor));
+}
+
+}  // namespace hmb
