@@ -8,6 +8,8 @@
 //   cudaStatus()            -> { loaded, path }
 //   cudaDeviceInfo(device)  -> { status, statusText, deviceCount, driverVersion, ... }
 //   createCudaAnchorModel(dims, maxBatch, memory?, gemmMode?) -> NativeCudaModel
+//     (uploadParams / downloadParams / downloadGrads / zeroGrad / forwardBackward / forwardLoss /
+//      adamwStep / gradNorm / downloadAdamState / uploadAdamState / dispose)
 //
 // NativeCudaModel mirrors NativeModel (model.cc) with the parameters, gradients and AdamW state
 // in device memory: the host sees them only through upload/download calls. Batches are checked
@@ -217,6 +219,9 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
                         InstanceMethod<&NativeCudaModel::ForwardBackward>("forwardBackward"),
                         InstanceMethod<&NativeCudaModel::ForwardLoss>("forwardLoss"),
                         InstanceMethod<&NativeCudaModel::AdamwStep>("adamwStep"),
+                        InstanceMethod<&NativeCudaModel::GradNorm>("gradNorm"),
+                        InstanceMethod<&NativeCudaModel::DownloadAdamState>("downloadAdamState"),
+                        InstanceMethod<&NativeCudaModel::UploadAdamState>("uploadAdamState"),
                         InstanceMethod<&NativeCudaModel::Dispose>("dispose"),
                         InstanceAccessor<&NativeCudaModel::ParamCount>("paramCount"),
                         InstanceAccessor<&NativeCudaModel::Busy>("busy")});
@@ -353,6 +358,48 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   }
   Napi::Value DownloadParams(const Napi::CallbackInfo& info) { return Download(info, params_, "the parameters"); }
   Napi::Value DownloadGrads(const Napi::CallbackInfo& info) { return Download(info, grads_, "the gradients"); }
+  // AdamW m and v (checkpoints): downloadAdamState(m, v) fills two host arrays of paramCount floats;
+  // uploadAdamState(m, v) replaces the device state with them.
+  Napi::Value DownloadAdamState(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    float* m = get_array<float>(info, 0, "m", n_);
+    float* v = get_array<float>(info, 1, "v", n_);
+    run_sync(env, [&] {
+      check(api_->memcpy_d2h(m, m_, (size_t)n_ * sizeof(float), stream_), "downloading AdamW m");
+      check(api_->memcpy_d2h(v, v_, (size_t)n_ * sizeof(float), stream_), "downloading AdamW v");
+      check(api_->stream_synchronize(stream_), "downloading the AdamW state");
+    });
+    return env.Undefined();
+  }
+  Napi::Value UploadAdamState(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    const float* m = get_array<float>(info, 0, "m", n_);
+    const float* v = get_array<float>(info, 1, "v", n_);
+    run_sync(env, [&] {
+      check(api_->memcpy_h2d(m_, m, (size_t)n_ * sizeof(float), stream_), "uploading AdamW m");
+      check(api_->memcpy_h2d(v_, v, (size_t)n_ * sizeof(float), stream_), "uploading AdamW v");
+      check(api_->stream_synchronize(stream_), "uploading the AdamW state");
+    });
+    return env.Undefined();
+  }
+  // gradNorm() -> sqrt(sum g^2) of the device gradients (the device reduction adamwStep uses), so
+  // that a caller can clip jointly with gradients that live elsewhere (the memory blocks).
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    double sumsq = 0;
+    run_sync(env, [&] { sumsq = device_sumsq(); });
+    return Napi::Number::New(env, std::sqrt(sumsq));
+  }
+  double device_sumsq() {
+    double sumsq = 0;
+    check(api_->global_sumsq(norm_, (const float*)grads_, n_, norm_ + 1, stream_), "global_sumsq");
+    check(api_->memcpy_d2h(&sumsq, norm_, sizeof(double), stream_), "downloading the gradient norm");
+    check(api_->stream_synchronize(stream_), "global_sumsq");
+    return sumsq;
+  }
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     check_idle(env);
@@ -498,13 +545,16 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     std::vector<Segment> segments;
     double lr, beta1, beta2, eps, clip;
     int64_t step;
+    bool given_norm = false;  // hyper.gradNorm: clip by this norm instead of the device gradients' own
     double norm = 0, scale = 1;
   };
 
   // adamwStep(segments: Float64Array of (offset, length, weightDecay) triples,
-  //           hyper: { lr, beta1, beta2, eps, step, clipNorm }) -> Promise<{ gradNorm, gradScale }>
+  //           hyper: { lr, beta1, beta2, eps, step, clipNorm, gradNorm? }) -> Promise<{ gradNorm, gradScale }>
   // The global gradient norm is reduced on the device (deterministic, float64) and read back as one
   // double; a non-finite norm rejects with E_NON_FINITE and leaves every parameter untouched.
+  // hyper.gradNorm (optional, finite, >= 0) replaces that norm: the joint norm of anchor and memory
+  // gradients (as AdamW.step(target, lr, gradNorm) on the CPU).
   Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     check_idle(env);
@@ -535,6 +585,12 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     double step = num("step");
     if (step < 1 || step != std::floor(step)) fail(env, "E_INVALID_ARGUMENT", "hyper.step must be an integer >= 1");
     job->step = (int64_t)step;
+    auto gn = h.Get("gradNorm");
+    if (!gn.IsUndefined()) {
+      job->norm = num("gradNorm");
+      if (job->norm < 0) fail(env, "E_INVALID_ARGUMENT", "hyper.gradNorm must be >= 0");
+      job->given_norm = true;
+    }
     if (!(job->beta1 >= 0 && job->beta1 < 1 && job->beta2 >= 0 && job->beta2 < 1 && job->eps > 0))
       fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
     if (!(job->lr >= 0) || !(job->clip >= 0)) fail(env, "E_INVALID_ARGUMENT", "need lr >= 0 and clipNorm >= 0");
@@ -554,22 +610,11 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   }
 
   void run_step(StepJob& j) {
-    double sumsq = 0;
-    check(api_->global_sumsq(norm_, (const float*)grads_, n_, norm_ + 1, stream_), "global_sumsq");
-    check(api_->memcpy_d2h(&sumsq, norm_, sizeof(double), stream_), "downloading the gradient norm");
-    check(api_->stream_synchronize(stream_), "global_sumsq");
-    j.norm = std::sqrt(sumsq);
+    if (!j.given_norm) j.norm = std::sqrt(device_sumsq());
     if (!std::isfinite(j.norm)) throw_code("E_NON_FINITE", "gradient norm is " + std::to_string(j.norm) + "; update skipped");
     j.scale = j.clip > 0 && j.norm > j.clip ? j.clip / j.norm : 1.0;
     // the constants exactly as hm::adamw_update derives them (double, then cast)
-    hmc::AdamWArgs a;
-    a.lr = (float)j.lr;
-    a.beta1 = (float)j.beta1;
-    a.beta2 = (float)j.beta2;
-    a.eps = (float)j.eps;
-    a.grad_scale = (float)j.scale;
-    a.inv_bc1 = (float)(1.0 / (1.0 - std::pow(j.beta1, (double)j.step)));
-    a.inv_bc2 = (float)(1.0 / (1.0 - std::pow(j.beta2, (double)j.step)));
+    hmc::AdamWArgs a = hmc::adamw_args(j.lr, j.beta1, j.beta2, j.eps, 0.0, j.scale, j.step);
     float *p = (float*)params_, *g = (float*)grads_, *m = (float*)m_, *v = (float*)v_;
     for (const auto& s : j.segments) {
       if (s.length == 0) continue;

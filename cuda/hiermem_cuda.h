@@ -11,10 +11,11 @@
 // C++ linkage inside namespace hmc for the kernels (the harness links them directly); the
 // dlopen entry point hmc_get_api is extern "C" and hands out a table of function pointers.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
-#define HMC_ABI_VERSION 2  // 2: the table gained streams, pinned memory, the device model and the optimizer
+#define HMC_ABI_VERSION 3  // 2: streams, pinned memory, the device model, the optimizer; 3: AdamWArgs.one_minus_beta*
 
 namespace hmc {
 
@@ -114,8 +115,25 @@ int64_t classifier_scratch_floats(int64_t N, int64_t V);
 // bias corrections are computed on the host in double, as the CPU twin does, and passed in.
 struct AdamWArgs {
   float lr, beta1, beta2, eps, wd, grad_scale;
-  float inv_bc1, inv_bc2;  // 1 / (1 - beta^step)
+  float inv_bc1, inv_bc2;                  // 1 / (1 - beta^step)
+  float one_minus_beta1, one_minus_beta2;  // 1 - beta in double, then cast (1.f - beta1 differs by an ulp)
 };
+// The constants exactly as hm::adamw_update derives them: double, then cast to float.
+inline AdamWArgs adamw_args(double lr, double beta1, double beta2, double eps, double wd, double grad_scale,
+                            int64_t step) {
+  AdamWArgs a;
+  a.lr = (float)lr;
+  a.beta1 = (float)beta1;
+  a.beta2 = (float)beta2;
+  a.eps = (float)eps;
+  a.wd = (float)wd;
+  a.grad_scale = (float)grad_scale;
+  a.inv_bc1 = (float)(1.0 / (1.0 - std::pow(beta1, (double)step)));
+  a.inv_bc2 = (float)(1.0 / (1.0 - std::pow(beta2, (double)step)));
+  a.one_minus_beta1 = (float)(1.0 - beta1);
+  a.one_minus_beta2 = (float)(1.0 - beta2);
+  return a;
+}
 int adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWArgs& a, Stream s);
 // sum of squares in double, fixed-order two-pass reduction (deterministic); result to *out_dev.
 // scratch: global_norm_scratch_doubles(n) doubles.

@@ -8,8 +8,8 @@
  *
  * CudaAnchorModel / CudaAdamW are the device twins of AnchorModel / AdamW that a trainer needs
  * (forwardBackward, loss, zeroGrad, tensor downloads, AdamW with global-norm clipping on the
- * device). Experimental: the kernels have not yet run on a GPU, and the train loop (lib/train)
- * does not use them yet — that integration is a follow-up.
+ * device). Experimental: the kernels have not yet run on a GPU. The train loop reaches them through
+ * lib/train/cuda-runner.ts (`backend: 'cuda'`).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -323,6 +323,21 @@ export class CudaAnchorModel {
     return this.live().downloadGrads();
   }
 
+  /** sqrt(sum g^2) of the gradients, reduced on the device (as CudaAdamW clips by). */
+  gradNorm(): number {
+    return this.live().gradNorm();
+  }
+
+  /** Copies the device AdamW moments into m, v (paramCount floats each). */
+  downloadAdamState(m: Float32Array, v: Float32Array): void {
+    this.live().downloadAdamState(m, v);
+  }
+
+  /** Replaces the device AdamW moments (e.g. from a checkpoint). */
+  uploadAdamState(m: Float32Array, v: Float32Array): void {
+    this.live().uploadAdamState(m, v);
+  }
+
   /** A host copy of one named parameter tensor. */
   tensor(name: string): Float32Array {
     const s = this.slot(name);
@@ -391,13 +406,41 @@ export class CudaAdamW {
     });
   }
 
-  async step(target: CudaAnchorModel, lr: number): Promise<StepResult> {
+  /**
+   * One update at learning rate lr, clipped by `gradNorm` (default: the device gradients' own norm;
+   * pass a joint norm when other parameters, e.g. memories, are clipped together — as AdamW.step).
+   */
+  async step(target: CudaAnchorModel, lr: number, gradNorm?: number): Promise<StepResult> {
     check(Number.isFinite(lr) && lr >= 0, 'E_INVALID_ARGUMENT', `learning rate must be a finite number >= 0, got ${lr}`);
+    if (gradNorm !== undefined && !Number.isFinite(gradNorm)) {
+      throw new HiermemError('E_NON_FINITE', `gradient norm is ${gradNorm}; update skipped`);
+    }
     const o = this.options;
     const r = await target.nativeModel().adamwStep(this.segments, {
       lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, step: this.stepCount + 1, clipNorm: o.clipNorm,
+      ...(gradNorm !== undefined ? { gradNorm } : {}),
     });
     this.stepCount++;
     return { gradNorm: r.gradNorm, gradScale: r.gradScale };
+  }
+
+  /** The clipping factor for a gradient norm: min(1, clipNorm / norm) (AdamW.clipScale). */
+  clipScale(gradNorm: number): number {
+    const clip = this.options.clipNorm;
+    return clip > 0 && gradNorm > clip ? clip / gradNorm : 1;
+  }
+
+  /** Host copies of the optimizer state (m, v from the device; the step count), as AdamW holds it. */
+  exportState(target: CudaAnchorModel): { m: Float32Array; v: Float32Array; stepCount: number } {
+    const m = new Float32Array(target.paramCount), v = new Float32Array(target.paramCount);
+    target.downloadAdamState(m, v);
+    return { m, v, stepCount: this.stepCount };
+  }
+
+  /** Continues from saved state (an AdamW's m, v and step count, e.g. a checkpoint's). */
+  importState(target: CudaAnchorModel, state: { m: Float32Array; v: Float32Array; stepCount: number }): void {
+    check(Number.isInteger(state.stepCount) && state.stepCount >= 0, 'E_INVALID_ARGUMENT', `stepCount must be an integer >= 0, got ${state.stepCount}`);
+    target.uploadAdamState(state.m, state.v);
+    this.stepCount = state.stepCount;
   }
 }

@@ -18,11 +18,17 @@ export { buildDemoCorpus, loadFacts, type DemoCorpus, type FactProbe } from './d
 export { AdamW, type AdamWOptions } from './train/adamw.js';
 export { cosineLr } from './train/schedule.js';
 export { saveCheckpoint, loadCheckpoint, type TrainerState } from './train/checkpoint.js';
-export { train, trainLoop, anchorStepper, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper } from './train/trainer.js';
+export {
+  train, trainLoop, anchorStepper, DEFAULT_BACKEND, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper,
+  type StepperBackendOptions,
+} from './train/trainer.js';
+export { CudaAnchorRunner, type CudaRunnerOptions } from './train/cuda-runner.js';
 export { memoryStepper, saveHierarchicalCheckpoint, loadHierarchicalCheckpoint, type MemoryTrainMode } from './train/memory-trainer.js';
 export { resolveMemorySpec, memorySizes, type MemorySpec, type ResolvedMemorySpec, type MemorySizes } from './memory/spec.js';
 export { MemoryBank, type BankOptions } from './memory/bank.js';
-export { HierarchicalModel, slotsOf, GENERIC_PATH, NO_MEMORY_PATH, type PathBatch } from './memory/memory-model.js';
+export {
+  HierarchicalModel, slotsOf, cpuAnchorRunner, GENERIC_PATH, NO_MEMORY_PATH, type PathBatch, type AnchorRunner,
+} from './memory/memory-model.js';
 export * from './retrieval/index.js';
 export { scoreProbes, readProbes, extractAnswer, type Probe, type ProbeResult } from './eval/probes.js';
 export { runDemo, DEMO_PLANS, type DemoResults } from './eval/demo.js';

@@ -195,6 +195,8 @@ export interface CudaAdamWHyper {
   /** 1-based step count used for bias correction. */
   step: number;
   clipNorm: number;
+  /** Clip by this norm (finite, >= 0) instead of the device gradients' own: a joint norm with memory gradients. */
+  gradNorm?: number;
 }
 
 /**
@@ -212,6 +214,12 @@ export interface NativeCudaModel {
   forwardLoss(batch: NativeBatch): Promise<number>;
   /** segments: (offset, length, weightDecay) triples as in adamwStep. Rejects E_NON_FINITE on a non-finite norm. */
   adamwStep(segments: Float64Array, hyper: CudaAdamWHyper): Promise<{ gradNorm: number; gradScale: number }>;
+  /** sqrt(sum g^2) of the device gradients (the reduction adamwStep uses); synchronous. */
+  gradNorm(): number;
+  /** Copies the device AdamW m, v into m, v (paramCount floats each). */
+  downloadAdamState(m: Float32Array, v: Float32Array): void;
+  /** Replaces the device AdamW m, v. */
+  uploadAdamState(m: Float32Array, v: Float32Array): void;
   dispose(): void;
 }
 

@@ -28,6 +28,7 @@ import { HiermemError } from '../lib/errors.js';
 import { AnchorModel } from '../lib/model/anchor.js';
 import { AdamW } from '../lib/train/adamw.js';
 import { Rng } from './helpers.js';
+import { ABORT_SOURCE, FAKE_SOURCE, NULL_API_SOURCE, buildFake, hasGxx } from './fake-cuda.js';
 
 const root = packageRoot();
 const indexUrl = pathToFileURL(path.join(root, 'dist', 'lib', 'index.js')).href;
@@ -234,85 +235,7 @@ test('a static-cudart library on a machine without a driver: status 35, no crash
 });
 
 // ---- a fake hiermem_cuda.so: the binding end to end without a GPU --------------------------
-
-const hasGxx = spawnSync('g++', ['--version']).status === 0;
-
-/** Host memory behind the real function table (cuda/hiermem_cuda.h): device pointers are host pointers. */
-const FAKE_SOURCE = String.raw`
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include "hiermem_cuda.h"
-namespace {
-struct FakeModel { hmc::ModelDims d; float* grads; int64_t n; };
-int64_t param_count(const hmc::ModelDims& d) {
-  const int64_t D = d.H * d.hd;
-  return d.V * d.C + d.L * (2 * d.C + 3 * D * d.C + 2 * D + d.C * D + 3 * d.F * d.C) + d.C;
-}
-int32_t device_info(int32_t, hmc_device_info* o) {
-  std::memset(o, 0, sizeof *o);
-  const char* st = std::getenv("HIERMEM_FAKE_CUDA_STATUS");
-  o->status = st ? std::atoi(st) : 0;
-  o->driver_version = 13000;
-  o->runtime_version = 13000;
-  if (o->status) { std::snprintf(o->status_text, sizeof o->status_text, "fake status %d", o->status); return o->status; }
-  o->device_count = 1; o->cc_major = 9; o->cc_minor = 0;
-  o->free_bytes = INT64_C(1) << 30; o->total_bytes = INT64_C(2) << 30;
-  std::snprintf(o->name, sizeof o->name, "hiermem fake device");
-  std::snprintf(o->status_text, sizeof o->status_text, "ok");
-  return 0;
-}
-const char* error_string(int32_t s) { static thread_local char b[64]; std::snprintf(b, sizeof b, "fake error %d", s); return b; }
-int32_t dmalloc(void** p, size_t n) {
-  if (std::getenv("HIERMEM_FAKE_CUDA_OOM")) { *p = nullptr; return 2; }
-  *p = std::calloc(1, n); return *p ? 0 : 2;
-}
-int32_t dfree(void* p) { std::free(p); return 0; }
-int32_t cp(void* d, const void* s, size_t n, void*) { std::memcpy(d, s, n); return 0; }
-int32_t sync(void*) { return 0; }
-int32_t screate(void** s) { *s = (void*)0x1; return 0; }
-int32_t sdestroy(void*) { return 0; }
-int32_t dmemset(void* d, int32_t v, size_t n, void*) { std::memset(d, v, n); return 0; }
-void* mcreate(const hmc::ModelDims* d, const hmc::ModelMemory*, int64_t, float*, float* grads, int32_t, int32_t* err) {
-  *err = 0; return new FakeModel{*d, grads, param_count(*d)};
-}
-void mdestroy(void* m) { delete (FakeModel*)m; }
-// loss = sum(tokens) + 0.001 sum(pos) + 100 G + 10 sum(group slots) + 0.5 [docStart given]
-double fake_loss(const hmc::ModelBatch* b) {
-  double L = 0;
-  for (int64_t i = 0; i < b->B * b->T; i++) L += b->tokens[i] + 0.001 * b->pos[i];
-  for (int64_t g = 0; g < b->G; g++) L += 100 + 10.0 * (double)b->groups_host[g].slot;
-  return L + (b->doc_start ? 0.5 : 0);
-}
-int32_t mfb(void* m, const hmc::ModelBatch* b, double* loss, void*) {
-  auto* f = (FakeModel*)m;
-  const float add = b->tokens[0] == 13 ? NAN : 1.0f;  // token 13 poisons the gradients
-  for (int64_t i = 0; i < f->n; i++) f->grads[i] += add;
-  if (b->dfetched && b->G > 0) b->dfetched[0] += 1.0f + b->fetched[0];
-  *loss = fake_loss(b);
-  return 0;
-}
-int32_t mloss(void*, const hmc::ModelBatch* b, double* loss, void*) { *loss = fake_loss(b); return 0; }
-// p -= lr * grad_scale * g + wd (checkable from the host); m counts updates
-int32_t adamw(float* p, const float* g, float* m, float*, int64_t n, const hmc::AdamWArgs* a, void*) {
-  for (int64_t i = 0; i < n; i++) { p[i] -= a->lr * a->grad_scale * g[i] + a->wd; m[i] += 1; }
-  return 0;
-}
-int32_t sumsq(double* out, const float* g, int64_t n, double*, void*) {
-  double s = 0; for (int64_t i = 0; i < n; i++) s += (double)g[i] * g[i]; *out = s; return 0;
-}
-int64_t scratch(int64_t) { return 4; }
-const hmc_api kApi = {HMC_ABI_VERSION, device_info, error_string, dmalloc, dfree, cp, cp, sync, screate, sdestroy,
-                      dmalloc, dfree, dmemset, mcreate, mdestroy, mfb, mloss, adamw, sumsq, scratch};
-}  // namespace
-extern "C" __attribute__((visibility("default"))) const hmc_api* hmc_get_api(int32_t abi) {
-  return abi == HMC_ABI_VERSION ? &kApi : nullptr;
-}
-`;
-
-const NULL_API_SOURCE = `extern "C" __attribute__((visibility("default"))) const void* hmc_get_api(int) { return nullptr; }\n`;
-const ABORT_SOURCE = `#include <cstdlib>\n__attribute__((constructor)) static void boom() { std::abort(); }\n` + NULL_API_SOURCE;
+// (test/fake-cuda.ts: host memory behind the real function table; device pointers are host pointers)
 
 describe('binding/cuda.cc against a fake CUDA library (host memory)', { skip: hasGxx ? false : 'g++ not found: cannot build the fake library' }, () => {
   let dir = '';
@@ -320,10 +243,7 @@ describe('binding/cuda.cc against a fake CUDA library (host memory)', { skip: ha
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hiermem-fake-cuda-'));
     for (const [name, src] of [['fake.so', FAKE_SOURCE], ['null-api.so', NULL_API_SOURCE], ['abort.so', ABORT_SOURCE]] as const) {
-      fs.writeFileSync(lib(name.replace('.so', '.cc')), src);
-      const r = spawnSync('g++', ['-std=c++17', '-O1', '-shared', '-fPIC', '-fvisibility=hidden', `-I${path.join(root, 'cuda')}`,
-        '-o', lib(name), lib(name.replace('.so', '.cc'))], { encoding: 'utf8' });
-      assert.equal(r.status, 0, `g++ ${name}: ${r.stderr}`);
+      buildFake(dir, name, src);
     }
   });
   after(() => {
@@ -473,6 +393,42 @@ describe('binding/cuda.cc against a fake CUDA library (host memory)', { skip: ha
       await assert.rejects(opt.step(m, lr), code('E_NON_FINITE'));
       assert.equal(opt.stepCount, 1);
       assert.deepEqual(m.downloadParams(), after);
+      assert.ok(Number.isNaN(m.gradNorm()), 'gradNorm: the device reduction of NaN gradients');
+      await assert.rejects(opt.step(m, lr, NaN), code('E_NON_FINITE'));
+      assert.equal(opt.stepCount, 1);
+
+      // a given norm (joint clipping) replaces the device's own: 0.5 < clipNorm, so no clipping
+      m.zeroGrad();
+      await m.forwardBackward({ tokens, targets, batchSize: B }); // grads = 1
+      assert.ok(Math.abs(m.gradNorm() - Math.sqrt(n)) < 1e-9 * Math.sqrt(n));
+      const given = await opt.step(m, lr, 0.5);
+      assert.deepEqual(given, { gradNorm: 0.5, gradScale: 1 });
+      assert.equal(opt.stepCount, 2);
+      const after2 = m.downloadParams();
+      for (const s of m.layout) {
+        const i = s.offset, wd = s.decay ? 0.1 : 0;
+        assert.ok(Math.abs(after2[i] - Math.fround(after[i] - Math.fround(Math.fround(lr) * 1) * 1 - Math.fround(wd))) <= 1e-6, s.name);
+      }
+
+      // AdamW state: the toy counts updates in m and sums gradients in v; download, upload, round trip
+      const ms = new Float32Array(n), vs = new Float32Array(n);
+      m.downloadAdamState(ms, vs);
+      assert.ok(ms.every((x) => x === 2) && vs.every((x) => x === 3), 'm, v downloaded');
+      m.uploadAdamState(Float32Array.from(ms, (_, i) => i), Float32Array.from(vs, (_, i) => -i));
+      m.downloadAdamState(ms, vs);
+      assert.ok(ms.every((x, i) => x === i) && vs.every((x, i) => x === -i), 'm, v uploaded');
+      assert.throws(() => m.downloadAdamState(new Float32Array(3), vs), code('E_SHAPE_MISMATCH'));
+      assert.throws(() => m.uploadAdamState(ms, new Float32Array(n + 1)), code('E_SHAPE_MISMATCH'));
+      const st = opt.exportState(m);
+      assert.equal(st.stepCount, 2);
+      assert.deepEqual(st.m, ms);
+      const opt2 = new CudaAdamW(m);
+      opt2.importState(m, { m: new Float32Array(n).fill(7), v: new Float32Array(n).fill(8), stepCount: 5 });
+      assert.equal(opt2.stepCount, 5);
+      m.downloadAdamState(ms, vs);
+      assert.ok(ms.every((x) => x === 7) && vs.every((x) => x === 8), 'importState uploads m, v');
+      assert.throws(() => m.nativeModel().adamwStep(Float64Array.from([0, 4, 0.1]), { lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, step: 1, clipNorm: 1, gradNorm: -1 }),
+        code('E_INVALID_ARGUMENT'));
 
       // hostile values in every argument: a HiermemError with a code, never another exception or a crash
       const hostile = [undefined, null, 0, -1, 2 ** 53, NaN, Infinity, '4', {}, [], [1, 2], 1n, Symbol('x'), () => 1,
@@ -483,7 +439,8 @@ describe('binding/cuda.cc against a fake CUDA library (host memory)', { skip: ha
       const typed = (e) => { assert.ok(e instanceof lib.HiermemError && /^E_/.test(e.code), String(e && e.stack || e)); };
       for (const h of hostile) {
         const calls = [() => nm.uploadParams(h), () => nm.forwardBackward(h), () => nm.forwardLoss(h), () => nm.adamwStep(h, hyper),
-          () => nm.adamwStep(segs, h), () => nm.forwardBackward({ tokens: h, targets, batchSize: B }),
+          () => nm.adamwStep(segs, h), () => nm.adamwStep(segs, { ...hyper, gradNorm: h }), () => nm.downloadAdamState(h, h),
+          () => nm.uploadAdamState(h, h), () => nm.downloadAdamState(new Float32Array(n), h), () => nm.forwardBackward({ tokens: h, targets, batchSize: B }),
           () => nm.forwardBackward({ ...batch, memory: h }), () => nm.forwardBackward({ ...batch, memory: { ...batch.memory, numSlots: h } }),
           () => lib.loadNative().createCudaAnchorModel(h, 2), () => lib.loadNative().createCudaAnchorModel({ ...cfg, normEps: 1e-5, ropeBase: 1e4, dModel: h }, 2),
           () => lib.loadNative().createCudaAnchorModel({ ...cfg, normEps: 1e-5, ropeBase: 1e4 }, h), () => lib.loadNative().cudaDeviceInfo(h)];

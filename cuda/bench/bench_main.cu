@@ -672,15 +672,7 @@ void section_model(Report& rep, const Options& o, cudaStream_t s, const Bank& ba
       CK(cudaMemsetAsync(blk_v.p, 0, blk_v.bytes(), s));
       Dev<hmc::BlockRef> refs_d(refs.size());
       upload(refs_d.p, refs.data(), refs.size(), s);
-      hmc::AdamWArgs args{};
-      args.lr = 1e-4f;
-      args.beta1 = 0.9f;
-      args.beta2 = 0.95f;
-      args.eps = 1e-8f;
-      args.wd = 0.1f;
-      args.grad_scale = 1.f;
-      args.inv_bc1 = (float)(1.0 / (1.0 - 0.9));
-      args.inv_bc2 = (float)(1.0 / (1.0 - 0.95));
+      hmc::AdamWArgs args = hmc::adamw_args(1e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, 1);
       std::vector<hmc::SparseAdamBlock> sblocks;
       for (auto& ref : refs) {
         // the bank's weights are updated in place (the bench does not care that they drift)

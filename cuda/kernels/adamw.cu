@@ -23,7 +23,7 @@ inline cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
 // p, g, m, v (n): thread per element, grid-stride.
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWArgs a) {
-  const float one_m_b1 = 1.f - a.beta1, one_m_b2 = 1.f - a.beta2;
+  const float one_m_b1 = a.one_minus_beta1, one_m_b2 = a.one_minus_beta2;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float gi = __fmul_rn(g[i], a.grad_scale);
     const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(one_m_b1, gi));

@@ -141,7 +141,7 @@ __global__ void memory_scatter_add_kernel(float* dblocks, const BlockRef* blocks
 // blocks (U): grid (gx, gy); block row y handles blocks u = y, y + gridDim.y, ...; within one block
 // the gx thread blocks grid-stride over its n floats. Same float expression as adamw.cu / the twin.
 __global__ void memory_adamw_kernel(const SparseAdamBlock* blocks, int64_t U, AdamWArgs a) {
-  const float one_m_b1 = 1.f - a.beta1, one_m_b2 = 1.f - a.beta2;
+  const float one_m_b1 = a.one_minus_beta1, one_m_b2 = a.one_minus_beta2;
   for (int64_t u = blockIdx.y; u < U; u += gridDim.y) {
     const SparseAdamBlock b = blocks[u];
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b.n; i += (int64_t)gridDim.x * blockDim.x) {

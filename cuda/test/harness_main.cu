@@ -83,7 +83,9 @@ int main(int argc, char** argv) {
   std::printf("hiermem_cuda_harness: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   hm::blas_init();
   int passed = 0, failed = 0;
-  for (auto& [name, fn] : hmt::registry()) {
+  for (auto& entry : hmt::registry()) {
+    const std::string& name = entry.first;
+    const hmt::TestFn fn = entry.second;
     if (!filters.empty() && std::none_of(filters.begin(), filters.end(),
                                          [&](const std::string& f) { return name.find(f) != std::string::npos; }))
       continue;

@@ -235,9 +235,7 @@ HMT_TEST(adamw_update) {
         hm::AdamWHyper h{(double)lr, (double)b1, (double)b2, (double)eps, step, (double)gs};
         auto wp = p, wm = m, wv = v;
         hm::adamw_update(wp.data(), g.data(), wm.data(), wv.data(), n, wd, h);
-        hmc::AdamWArgs a{lr, b1, b2, eps, wd, gs,
-                         (float)(1.0 / (1.0 - std::pow((double)b1, (double)step))),
-                         (float)(1.0 / (1.0 - std::pow((double)b2, (double)step)))};
+        hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, wd, gs, step);
         hmt::DevBuf<float> dP(p), dG(g), dM(m), dV(v);
         HMT_OK(hmc::adamw_update(dP.p, dG.p, dM.p, dV.p, n, a, nullptr));
         ctx.expect_close("p " + tag, dP.download(), wp, 2.5e-7, 1e-12);

@@ -255,7 +255,8 @@ HMT_TEST(memory_adamw) {
       wv.insert(wv.end(), bank->adam_v(l, node), bank->adam_v(l, node) + n);
     }
     hmt::DevBuf<hmc::SparseAdamBlock> dsb(sb);
-    hmc::AdamWArgs a{lr, b1, b2, eps, wd, gs, 0.f, 0.f};  // a.inv_bc* must be ignored (0 here would be caught)
+    hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, wd, gs, 1);
+    a.inv_bc1 = a.inv_bc2 = 0.f;  // must be ignored: per-block corrections instead (0 here would be caught)
     HMT_OK(hmc::memory_adamw(dsb.p, (int64_t)sb.size(), a, nullptr));
     ctx.expect_close("w " + tag, dw.download(), ww, 2.5e-7, 1e-12);
     ctx.expect_close("m " + tag, dm.download(), wm, 2.5e-7, 1e-12);

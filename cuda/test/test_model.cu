@@ -177,8 +177,7 @@ struct Pair {
   void adamw(int64_t step) {
     const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
     const hm::AdamWHyper h{lr, b1, b2, eps, step, 1.0};
-    hmc::AdamWArgs a{(float)lr, (float)b1, (float)b2, (float)eps, 0.f, 1.f,
-                     (float)(1.0 / (1.0 - std::pow(b1, (double)step))), (float)(1.0 / (1.0 - std::pow(b2, (double)step)))};
+    hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, 0.0, 1.0, step);
     for (const auto& s : hm::anchor_layout(p.d)) {
       const float w = s.decay ? (float)wd : 0.f;
       hm::adamw_update(cp.data() + s.offset, cg.data() + s.offset, cm.data() + s.offset, cv.data() + s.offset, s.size,

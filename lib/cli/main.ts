@@ -8,7 +8,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { loadNative } from '../native.js';
-import { detectGpu } from '../backend.js';
+import { detectGpu, resolveBackend, type Backend, type ResolvedBackend } from '../backend.js';
 import { AnchorModel } from '../model/anchor.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
@@ -55,7 +55,7 @@ interface TrainFlags {
   minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string; resume?: string;
   evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
   tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
-  anchor?: string; bankFile: boolean; stopAfter?: number; config?: string;
+  anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
 }
 
 /** The model config: a preset, overridden field by field by a JSON file (--config). */
@@ -76,6 +76,8 @@ async function modelConfigOf(f: TrainFlags, vocabSize: number): Promise<Partial<
 /** A training run ready to go: anchor-only or with memories. */
 interface PreparedRun {
   train: (o: Partial<TrainOptions> & { steps: number }) => Promise<TrainHistory>;
+  /** Frees the device model of a CUDA run (no-op on the CPU). */
+  dispose: () => void;
   model: AnchorModel;
   start?: TrainerState;
   describe: string;
@@ -90,6 +92,8 @@ async function prepareCorpus(f: TrainFlags) {
 
 async function cmdTrain(f: TrainFlags): Promise<void> {
   if (f.threads) loadNative().setNumThreads(f.threads);
+  // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
+  const backend = resolveBackend(f.backend);
   const tokenizer = new ByteTokenizer();
   const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
   const modelConfig = await modelConfigOf(f, tokenizer.vocabSize);
@@ -101,7 +105,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   const resumeHeader = f.resume ? await readSafetensorsHeader(f.resume) : null;
   const memoryRun = f.tree !== undefined || resumeHeader?.metadata.memory_bank !== undefined;
   let run: PreparedRun;
-  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null, modelConfig);
+  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null, modelConfig, backend);
   else {
     let model: AnchorModel, optimizer: AdamW, start: TrainerState | undefined;
     if (f.resume) {
@@ -118,9 +122,9 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
     const valStream = encodeDocuments(valDocs, tokenizer);
     const source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : f.seed);
     const val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, f.seed + 1);
-    const stepper = anchorStepper(model, optimizer, tokenizer);
+    const stepper = anchorStepper(model, optimizer, tokenizer, { backend });
     run = {
-      train: (o) => trainLoop(stepper, source, val, start, o, T), model, start,
+      train: (o) => trainLoop(stepper, source, val, start, o, T), dispose: () => stepper.dispose?.(), model, start,
       describe: `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.resume ? 'resumed' : f.config ?? f.preset})`,
     };
   }
@@ -129,7 +133,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   if (!start) await writeFile(metricsPath, '');
   const flopsPerToken = trainFlopsPerToken(model.config);
   log(`hiermem: ${docs.length} documents from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
-  log(`hiermem: ${run.describe}, ${loadNative().getNumThreads()} threads, writing ${f.out}`);
+  log(`hiermem: ${run.describe}, ${backend === 'cuda' ? 'CUDA backend' : `${loadNative().getNumThreads()} threads`}, writing ${f.out}`);
 
   const bar = f.progress
     ? new cliProgress.SingleBar({
@@ -166,6 +170,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
   } finally {
     process.off('SIGINT', onSigint);
     bar?.stop();
+    run.dispose(); // the host model was synced by trainLoop (or by its last checkpoint)
     await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
   }
   await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [
@@ -186,6 +191,7 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
     paramCount: model.paramCount,
     memory: memoryRun,
     threads: loadNative().getNumThreads(),
+    backend,
     config: model.config,
     checkpoint: ckPath,
     ...(sample ? { sample: 'Hydrogen: ' + sample } : {}),
@@ -204,7 +210,8 @@ async function cmdTrain(f: TrainFlags): Promise<void> {
  * taken from --anchor CKPT, or resumed together with its bank.
  */
 async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDocs: string[], valDocs: string[],
-                                resuming: boolean, modelConfig: Partial<ModelConfig> & { vocabSize: number }): Promise<PreparedRun> {
+                                resuming: boolean, modelConfig: Partial<ModelConfig> & { vocabSize: number },
+                                backend: ResolvedBackend): Promise<PreparedRun> {
   let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, treeFile: string;
   if (resuming) {
     const ck = await loadHierarchicalCheckpoint(f.resume!, { maxBatch: f.batchSize, inRam: true });
@@ -238,9 +245,11 @@ async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDo
   const source = new PathBatchSampler(await pack(trainDocs), { seed: f.seed, state: start?.rngState, genericK: tree.k });
   const val = new PathBatchSampler(await pack(valDocs), { seed: f.seed + 1 });
   const sizes = memorySizes(hm.bank.spec, hm.anchor.config, hm.anchor.paramCount);
-  const stepper = memoryStepper(hm, optimizer, tokenizer, { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay });
+  const stepper = memoryStepper(hm, optimizer, tokenizer,
+    { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay, backend });
   return {
-    train: (o) => trainLoop(stepper, source, val, start, o, hm.anchor.config.seqLen), start, model: hm.anchor,
+    train: (o) => trainLoop(stepper, source, val, start, o, hm.anchor.config.seqLen), dispose: () => stepper.dispose?.(),
+    start, model: hm.anchor,
     describe: `anchor ${hm.anchor.paramCount.toLocaleString('en-US')} params + memories (${f.memoryMode}; tree k ${tree.k}, p ${tree.p}; fetched ${sizes.fetchedParams.toLocaleString('en-US')}, bank ${sizes.bankParams.toLocaleString('en-US')})`,
   };
 }
@@ -454,6 +463,8 @@ program.command('train')
   .option('--anchor <checkpoint>', 'start the anchor from this checkpoint (post-hoc or continued training)')
   .option('--bank-file', 'keep the bank memory-mapped in the output folder instead of RAM', false)
   .option('--stop-after <n>', 'stop after step n with a checkpoint (the schedule still spans --steps); resume later with --resume', int)
+  .addOption(new Option('--backend <backend>', 'cpu; cuda (experimental: fails with E_BACKEND_UNAVAILABLE without a usable GPU); auto (CUDA where a GPU answers, HIERMEM_BACKEND overrides)')
+    .choices(['cpu', 'cuda', 'auto']).default('cpu'))
   .action((opts: TrainFlags) => cmdTrain(opts));
 
 program.command('cluster')

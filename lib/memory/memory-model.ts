@@ -34,6 +34,33 @@ export interface MemoryStepOptions {
   freezeAnchor: boolean;
 }
 
+/**
+ * Where the anchor half of a step runs: the CPU AnchorModel with its AdamW (the default), or a
+ * device twin (lib/train/cuda-runner.ts). The bank half — gather, block gradients, row-sparse
+ * AdamW — always runs here, on the host-resident bank.
+ */
+export interface AnchorRunner {
+  zeroGrad(): void;
+  /** Forward + backward; dfetched (in batch.memory) is ADDED to. Resolves to the mean loss. */
+  forwardBackward(batch: Batch): Promise<number>;
+  loss(batch: Batch): Promise<number>;
+  /** Global norm of the anchor gradients. */
+  gradNorm(): number;
+  /** AdamW on the anchor at lr, clipped by gradNorm (the joint norm). */
+  step(lr: number, gradNorm: number): Promise<unknown>;
+}
+
+/** The CPU runner: the HierarchicalModel's own anchor and a CPU AdamW. */
+export function cpuAnchorRunner(anchor: AnchorModel, optimizer: AdamW): AnchorRunner {
+  return {
+    zeroGrad: () => anchor.zeroGrad(),
+    forwardBackward: (batch) => anchor.forwardBackward(batch),
+    loss: (batch) => anchor.loss(batch),
+    gradNorm: () => loadNative().globalNorm(anchor.grads),
+    step: (lr, gradNorm) => optimizer.step(anchor, lr, gradNorm),
+  };
+}
+
 export interface MemoryStepResult {
   loss: number;
   gradNorm: number;
@@ -100,8 +127,8 @@ export class HierarchicalModel {
     return this.bank.levels;
   }
 
-  /** Gathers the batch's blocks; `withGrad` also allocates their gradient buffer. */
-  private memoryFor(batch: PathBatch, withGrad: boolean): { mem: NativeMemoryBatch | null; slotPaths: Int32Array } {
+  /** Gathers the batch's blocks from the bank; `withGrad` also allocates their gradient buffer. */
+  memoryFor(batch: PathBatch, withGrad: boolean): { mem: NativeMemoryBatch | null; slotPaths: Int32Array } {
     const { slotPaths, seqSlot } = slotsOf(batch.paths, batch.batchSize, this.levels);
     const numSlots = slotPaths.length / this.levels;
     if (numSlots === 0) return { mem: null, slotPaths };
@@ -110,25 +137,30 @@ export class HierarchicalModel {
     return { mem: { fetched, dfetched, seqSlot, numSlots }, slotPaths };
   }
 
-  /** Mean loss of a batch with its memories (no update). */
-  async loss(batch: PathBatch): Promise<number> {
+  /** Mean loss of a batch with its memories (no update); `runner`: where the anchor runs (default: here). */
+  async loss(batch: PathBatch, runner?: AnchorRunner): Promise<number> {
     const { mem } = this.memoryFor(batch, false);
-    return this.anchor.loss({ ...batch, memory: mem });
+    return runner ? runner.loss({ ...batch, memory: mem }) : this.anchor.loss({ ...batch, memory: mem });
   }
 
-  /** One training step; throws E_NON_FINITE (nothing updated) if the loss or gradients are not finite. */
-  async trainStep(batch: PathBatch, optimizer: AdamW, o: MemoryStepOptions): Promise<MemoryStepResult> {
+  /**
+   * One training step; throws E_NON_FINITE (nothing updated) if the loss or gradients are not finite.
+   * `runner` (default: this anchor on the CPU with `optimizer`) runs the anchor's forward/backward
+   * and AdamW; `optimizer` supplies the hyperparameters and clipping rule of the bank's update.
+   */
+  async trainStep(batch: PathBatch, optimizer: AdamW, o: MemoryStepOptions,
+                  runner: AnchorRunner = cpuAnchorRunner(this.anchor, optimizer)): Promise<MemoryStepResult> {
     const { mem, slotPaths } = this.memoryFor(batch, true);
-    this.anchor.zeroGrad();
-    const loss = await this.anchor.forwardBackward({ ...batch, memory: mem });
+    runner.zeroGrad();
+    const loss = await runner.forwardBackward({ ...batch, memory: mem });
     if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}; step skipped`);
     const native = loadNative();
     const memGrads = mem ? this.bank.blockGradients(mem.dfetched!, slotPaths) : null;
     const memNorm = memGrads ? native.globalNorm(memGrads.grads) : 0;
-    const anchorNorm = o.freezeAnchor ? 0 : native.globalNorm(this.anchor.grads);
+    const anchorNorm = o.freezeAnchor ? 0 : runner.gradNorm();
     const gradNorm = Math.sqrt(memNorm * memNorm + anchorNorm * anchorNorm);
     if (!Number.isFinite(gradNorm)) throw new HiermemError('E_NON_FINITE', `gradient norm is ${gradNorm}; step skipped`);
-    if (!o.freezeAnchor) await optimizer.step(this.anchor, o.anchorLr, gradNorm);
+    if (!o.freezeAnchor) await runner.step(o.anchorLr, gradNorm);
     if (memGrads) {
       const oo = optimizer.options;
       this.bank.adamwUpdate(memGrads.blocks, memGrads.grads,

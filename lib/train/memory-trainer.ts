@@ -5,13 +5,17 @@
  *   joint    — anchor and memories from scratch together (allowed; worse in the paper)
  * The memory LR is the anchor's schedule times `memoryLrScale`; memory weight decay is lazy (only
  * fetched blocks decay, when they are fetched).
+ * Backends: with `backend: 'cuda'` the anchor runs on the device (lib/train/cuda-runner.ts) and the
+ * bank stays in host memory; the bank's gather, scatter-add and AdamW are the CPU's either way.
  */
 import { HiermemError } from '../errors.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import type { HierarchicalModel, PathBatch } from '../memory/memory-model.js';
 import { AdamW } from './adamw.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
-import type { Stepper } from './trainer.js';
+import { DEFAULT_BACKEND, type Stepper, type StepperBackendOptions } from './trainer.js';
+import { resolveBackend } from '../backend.js';
+import { CudaAnchorRunner } from './cuda-runner.js';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readdir, unlink } from 'node:fs/promises';
@@ -74,17 +78,41 @@ export async function saveHierarchicalCheckpoint(file: string, hm: HierarchicalM
   await removeStaleTempFiles(dir, (target) => ours.test(target));
 }
 
+/**
+ * Steps with memories. `backend` (default 'cpu'): 'cuda' runs the anchor on the device with
+ * hm.anchor and `optimizer` as host mirrors (synced for checkpoints and when trainLoop returns);
+ * the bank stays where it is (RAM or memory-mapped). dispose() frees the device model.
+ */
 export function memoryStepper(hm: HierarchicalModel, optimizer: AdamW, tokenizer: Tokenizer,
-                              options: Partial<MemoryTrainOptions> = {}): Stepper<PathBatch> {
+                              options: Partial<MemoryTrainOptions> & StepperBackendOptions = {}): Stepper<PathBatch> {
   const o = { ...DEFAULT_MEMORY_TRAIN, ...options };
   if (!(o.memoryLrScale >= 0) || !(o.memoryWeightDecay >= 0)) {
     throw new HiermemError('E_CONFIG_INVALID', 'memoryLrScale and memoryWeightDecay must be >= 0');
   }
+  const stepOptions = (lr: number) => ({
+    anchorLr: lr, memoryLr: lr * o.memoryLrScale, memoryWeightDecay: o.memoryWeightDecay, freezeAnchor: o.mode === 'posthoc',
+  });
+  if (resolveBackend(options.backend ?? DEFAULT_BACKEND) === 'cuda') {
+    const dev = new CudaAnchorRunner(hm.anchor, optimizer, { gemm: options.gemm });
+    return {
+      backend: 'cuda',
+      async step(batch, lr) {
+        const r = await hm.trainStep(batch, optimizer, stepOptions(lr), dev);
+        return { loss: r.loss, gradNorm: r.gradNorm };
+      },
+      loss: (batch) => hm.loss(batch, dev),
+      save: async (file, trainer) => {
+        dev.sync();
+        await saveHierarchicalCheckpoint(file, hm, tokenizer, optimizer, trainer);
+      },
+      sync: () => dev.sync(),
+      dispose: () => dev.dispose(),
+    };
+  }
   return {
+    backend: 'cpu',
     async step(batch, lr) {
-      const r = await hm.trainStep(batch, optimizer, {
-        anchorLr: lr, memoryLr: lr * o.memoryLrScale, memoryWeightDecay: o.memoryWeightDecay, freezeAnchor: o.mode === 'posthoc',
-      });
+      const r = await hm.trainStep(batch, optimizer, stepOptions(lr));
       return { loss: r.loss, gradNorm: r.gradNorm };
     },
     loss: (batch) => hm.loss(batch),

@@ -2,7 +2,7 @@
  * The anchor training loop: sample a batch, forward/backward off the event loop, clip, AdamW,
  * schedule, periodic eval and atomic checkpoints, progress events, AbortSignal.
  * Guarded: a non-finite loss or gradient skips the step (counted); `maxBadSteps` in a row stop the
- * run with E_NON_FINITE.
+ * run with E_NON_FINITE. Backends: the CPU (default), or CUDA through lib/train/cuda-runner.ts.
  */
 import { HiermemError, check } from '../errors.js';
 import type { AnchorModel, Batch } from '../model/anchor.js';
@@ -10,6 +10,8 @@ import type { Tokenizer } from '../data/tokenizer.js';
 import { AdamW } from './adamw.js';
 import { cosineLr } from './schedule.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { resolveBackend, type Backend, type GemmPrecision, type ResolvedBackend } from '../backend.js';
+import { CudaAnchorRunner } from './cuda-runner.js';
 
 export interface BatchSource {
   next(batchSize: number): Batch;
@@ -32,7 +34,20 @@ export interface TrainOptions {
   maxBadSteps: number;
   signal?: AbortSignal;
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Where train() runs the anchor: 'cpu', 'cuda' (E_BACKEND_UNAVAILABLE without a usable GPU) or
+   * 'auto' (resolveBackend; HIERMEM_BACKEND overrides it). trainLoop itself runs whatever Stepper
+   * it is given: anchorStepper / memoryStepper take `backend` when they are built.
+   */
+  backend?: Backend;
 }
+
+/**
+ * The backend a run gets unless it asks for another: 'cpu', not 'auto', for now — the CUDA kernels
+ * are checked against their CPU twins and through a fake library, but have not yet run on a real
+ * GPU, so a GPU must be asked for (backend 'cuda' or 'auto', CLI --backend) until they have.
+ */
+export const DEFAULT_BACKEND: Backend = 'cpu';
 
 export const DEFAULT_TRAIN: Omit<TrainOptions, 'steps'> = {
   batchSize: 8,
@@ -43,6 +58,7 @@ export const DEFAULT_TRAIN: Omit<TrainOptions, 'steps'> = {
   evalBatches: 4,
   checkpointEvery: 0,
   maxBadSteps: 5,
+  backend: DEFAULT_BACKEND,
 };
 
 export interface ProgressEvent {
@@ -66,6 +82,8 @@ export interface TrainHistory {
   skippedSteps: number;
   tokensPerSec: number;
   elapsedSec: number;
+  /** Where the steps ran (trainLoop sets it from the stepper). */
+  backend?: ResolvedBackend;
 }
 
 export interface TrainContext {
@@ -90,6 +108,15 @@ export interface Stepper<B extends Batch> {
   step(batch: B, lr: number): Promise<{ loss: number; gradNorm: number }>;
   loss(batch: B): Promise<number>;
   save?(path: string, state: TrainerState): Promise<void>;
+  /** The backend the steps run on (absent: 'cpu'). */
+  readonly backend?: ResolvedBackend;
+  /**
+   * Brings the host copies (model parameters, optimizer state) up to date with a device; trainLoop
+   * calls it before it returns or throws E_ABORTED.
+   */
+  sync?(): void | Promise<void>;
+  /** Frees what the stepper holds on a device; the host model and optimizer stay usable. */
+  dispose?(): void;
 }
 
 export interface Source<B extends Batch> {
@@ -108,7 +135,8 @@ export async function trainLoop<B extends Batch>(
   const o: TrainOptions = { ...DEFAULT_TRAIN, ...options };
   check(Number.isInteger(o.steps) && o.steps >= 0, 'E_INVALID_ARGUMENT', `steps must be an integer >= 0, got ${o.steps}`);
   check(Number.isInteger(o.batchSize) && o.batchSize >= 1, 'E_INVALID_ARGUMENT', `batchSize must be a positive integer, got ${o.batchSize}`);
-  const hist: TrainHistory = { steps: [], losses: [], valSteps: [], valLosses: [], skippedSteps: 0, tokensPerSec: 0, elapsedSec: 0 };
+  const hist: TrainHistory = { steps: [], losses: [], valSteps: [], valLosses: [], skippedSteps: 0, tokensPerSec: 0, elapsedSec: 0,
+    backend: stepper.backend ?? 'cpu' };
   let step = start?.step ?? 0;
   let tokensSeen = start?.tokensSeen ?? 0;
   let badInARow = 0;
@@ -132,6 +160,7 @@ export async function trainLoop<B extends Batch>(
   while (step < o.steps) {
     if (o.signal?.aborted) {
       await checkpoint(); // an interrupted run can resume from where it stopped
+      await stepper.sync?.();
       throw new HiermemError('E_ABORTED', `training aborted at step ${step}`);
     }
     const batch = source.next(o.batchSize);
@@ -173,14 +202,48 @@ export async function trainLoop<B extends Batch>(
     });
   }
   await checkpoint();
+  await stepper.sync?.();
   hist.elapsedSec = (performance.now() - t0) / 1000;
   hist.tokensPerSec = tokensThisRun / Math.max(hist.elapsedSec, 1e-9);
   return hist;
 }
 
-/** The anchor alone: forward/backward, clipped AdamW. */
-export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer): Stepper<Batch> {
+export interface StepperBackendOptions {
+  /** Default DEFAULT_BACKEND ('cpu'); resolved with resolveBackend. */
+  backend?: Backend;
+  /** Dense products on a CUDA device (default 'fp32'). */
+  gemm?: GemmPrecision;
+}
+
+/**
+ * The anchor alone: forward/backward, clipped AdamW. `backend: 'cuda'` runs both on the device
+ * (lib/train/cuda-runner.ts) with `model` and `optimizer` as host mirrors, synced for checkpoints
+ * and when trainLoop returns; dispose() frees the device model.
+ */
+export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer,
+                              options: StepperBackendOptions = {}): Stepper<Batch> {
+  if (resolveBackend(options.backend ?? DEFAULT_BACKEND) === 'cuda') {
+    const dev = new CudaAnchorRunner(model, optimizer, { gemm: options.gemm });
+    return {
+      backend: 'cuda',
+      async step(batch, lr) {
+        dev.zeroGrad();
+        const loss = await dev.forwardBackward(batch);
+        if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
+        const { gradNorm } = await dev.step(lr);
+        return { loss, gradNorm };
+      },
+      loss: (batch) => dev.loss(batch),
+      save: async (path, trainer) => {
+        dev.sync();
+        await saveCheckpoint(path, { model, tokenizer, optimizer, trainer });
+      },
+      sync: () => dev.sync(),
+      dispose: () => dev.dispose(),
+    };
+  }
   return {
+    backend: 'cpu',
     async step(batch, lr) {
       model.zeroGrad();
       const loss = await model.forwardBackward(batch);
@@ -196,5 +259,10 @@ export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: T
 export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
   const batchSize = options.batchSize ?? DEFAULT_TRAIN.batchSize;
   check(batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT', `batchSize ${batchSize} exceeds the model's maxBatch ${ctx.model.maxBatch}`);
-  return trainLoop(anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer), ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
+  const stepper = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer, { backend: options.backend });
+  try {
+    return await trainLoop(stepper, ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
+  } finally {
+    stepper.dispose?.();
+  }
 }
