@@ -12,6 +12,7 @@
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "matmul.h"
+#include "parallel.h"
 
 namespace hm {
 
@@ -78,20 +79,17 @@ AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64
     a.x_in.resize(N * C);
     a.ln1.resize(N * C);
     a.ln1_rstd.resize(N);
-    a.q_raw.resize(N * D);
-    a.k_raw.resize(N * D);
+    a.qkv.resize(N * 3 * D);
     a.q_rstd.resize(N);
     a.k_rstd.resize(N);
     a.q.resize(N * D);
     a.k.resize(N * D);
-    a.v.resize(N * D);
     a.att.resize(N * D);
     a.lse.resize((size_t)max_batch * d.H * d.T);
     a.h_mid.resize(N * C);
     a.ln2.resize(N * C);
     a.ln2_rstd.resize(N);
-    a.gate.resize(N * F);
-    a.up.resize(N * F);
+    a.gu.resize(N * 2 * F);
   }
   const size_t NR = N * (size_t)mem_.R;
   for (int64_t l = 0; l < d.L; l++) {
@@ -116,35 +114,45 @@ void AnchorModel::forward(const Batch& b) {
   const int64_t N = b.B * b.T, C = d_.C, D = d_.D(), F = d_.F, H = d_.H, hd = d_.hd;
   // Rotary positions restart at each document.
   for (int64_t n = 0; n < N; n++) pos_[n] = b.doc_start ? (int32_t)(n % b.T) - b.doc_start[n] : (int32_t)(n % b.T);
+  rope_table_build(rope_, pos_.data(), N, hd, d_.rope_base);
   embedding_forward(acts_[0].x_in.data(), b.tokens, p_.wte, N, C);
   groups_.clear();
   if (b.memory && mem_.R > 0) groups_ = memory_groups(b.memory->seq_slot, b.B, b.T);
   const int64_t R = mem_.R, slot_stride = mem_.Lm * 3 * R * C;
+  const float eps = d_.norm_eps;
   for (int64_t l = 0; l < d_.L; l++) {
     auto& a = acts_[l];
     const auto& w = p_.layers[l];
-    rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), a.x_in.data(), w.attn_norm, N, C, d_.norm_eps);
-    linear_forward(a.q_raw.data(), a.ln1.data(), w.wqkv, N, D, C);
-    linear_forward(a.k_raw.data(), a.ln1.data(), w.wqkv + D * C, N, D, C);
-    linear_forward(a.v.data(), a.ln1.data(), w.wqkv + 2 * D * C, N, D, C);
-    rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), w.q_norm, N, D, d_.norm_eps);
-    rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), w.k_norm, N, D, d_.norm_eps);
-    rope_forward(a.q.data(), pos_.data(), N, H, hd, d_.rope_base);
-    rope_forward(a.k.data(), pos_.data(), N, H, hd, d_.rope_base);
-    attention_forward(a.att.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), b.doc_start, b.B, b.T, H, hd, D);
+    rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), a.x_in.data(), w.attn_norm, N, C, eps);
+    // [q_raw | k_raw | v] (N, 3D) = ln1 Wqkv^T, one GEMM over the stacked (3D, C) weight
+    float* qkv = a.qkv.data();
+    linear_forward(qkv, a.ln1.data(), w.wqkv, N, 3 * D, C);
+    // q, k = rope(rmsnorm(q_raw)), rope(rmsnorm(k_raw)), row by row in one pass
+    parallel_for(N, [&](int64_t n0, int64_t n1) {
+      rmsnorm_forward_rows(a.q.data(), D, a.q_rstd.data(), qkv, 3 * D, w.q_norm, n0, n1, D, eps);
+      rope_apply_rows(a.q.data(), D, rope_, n0, n1, H, 1.f);
+      rmsnorm_forward_rows(a.k.data(), D, a.k_rstd.data(), qkv + D, 3 * D, w.k_norm, n0, n1, D, eps);
+      rope_apply_rows(a.k.data(), D, rope_, n0, n1, H, 1.f);
+    }, 16);
+    attention_forward_strided(a.att.data(), a.lse.data(), a.q.data(), a.k.data(), qkv + 2 * D, b.doc_start, b.B, b.T,
+                              H, hd, AttnStrides{D, D, 3 * D, D});
     // h = x + att Wo^T
     std::memcpy(a.h_mid.data(), a.x_in.data(), sizeof(float) * N * C);
     gemm(false, true, N, C, D, 1.f, a.att.data(), D, w.wo, D, 1.f, a.h_mid.data(), C);
-    rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.h_mid.data(), w.ffn_norm, N, C, d_.norm_eps);
+    rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.h_mid.data(), w.ffn_norm, N, C, eps);
     float* next = (l + 1 < d_.L) ? acts_[l + 1].x_in.data() : x_final_.data();
-    ffn_forward(next, a.gate.data(), a.up.data(), ffn_hidden_.data(), a.ln2.data(), w.w1, w.w2, w.w3, N, C, F);
+    // w1 and w2 are adjacent in the layout: [w1; w2] is the (2F, C) gate|up projection
+    ffn_forward_fused(next, a.gu.data(), ffn_hidden_.data(), a.ln2.data(), w.w1, w.w3, N, C, F);
     const int32_t j = mem_.layer_to_mem[(size_t)l];
     if (j >= 0 && !groups_.empty())
       ffn_memory_forward(next, a.gate_m.data(), a.up_m.data(), mem_hidden_.data(), a.ln2.data(),
                          b.memory->fetched + j * 3 * R * C, slot_stride, groups_, C, R);
-    for (int64_t i = 0; i < N * C; i++) next[i] += a.h_mid[i];
+    const float* hm = a.h_mid.data();
+    parallel_for(N * C, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) next[i] += hm[i];
+    }, 1 << 15);
   }
-  rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), x_final_.data(), p_.final_norm, N, C, d_.norm_eps);
+  rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), x_final_.data(), p_.final_norm, N, C, eps);
 }
 
 static void ensure(std::vector<float>& v, size_t n) {
@@ -173,28 +181,26 @@ double AnchorModel::loss_and_grad(const Batch& b, bool backward) {
 void AnchorModel::backward(const Batch& b) {
   const int64_t N = b.B * b.T, C = d_.C, D = d_.D(), F = d_.F, H = d_.H, hd = d_.hd;
   ensure(dresid_, (size_t)(N * C));
-  ensure(dq_raw_, (size_t)(N * D));
-  ensure(dk_raw_, (size_t)(N * D));
+  ensure(dqkv_, (size_t)(N * 3 * D));
   ensure(datt_, (size_t)(N * D));
   ensure(dq_, (size_t)(N * D));
   ensure(dk_, (size_t)(N * D));
-  ensure(dv_, (size_t)(N * D));
   ensure(s_h_, (size_t)(N * F));
   ensure(s_dh_, (size_t)(N * F));
-  ensure(s_dg_, (size_t)(N * F));
-  ensure(s_du_, (size_t)(N * F));
+  ensure(s_dgu_, (size_t)(N * 2 * F));
   float* dresid = dresid_.data();
   float* dln = dln_.data();  // holds dlnf from loss_and_grad
-  std::memset(dresid, 0, sizeof(float) * N * C);
-  rmsnorm_backward(dresid, g_.final_norm, dln, x_final_.data(), p_.final_norm, lnf_rstd_.data(), N, C);
+  float* dqkv = dqkv_.data();
+  // Every "=" below writes its buffer whole (no zeroing passes); "+=" accumulates on purpose.
+  rmsnorm_backward(dresid, g_.final_norm, dln, x_final_.data(), p_.final_norm, lnf_rstd_.data(), N, C, false);
   for (int64_t l = d_.L - 1; l >= 0; l--) {
     auto& a = acts_[l];
     const auto& w = p_.layers[l];
     auto& gw = g_.layers[l];
-    // out = h + FFN(norm2(h))
-    std::memset(dln, 0, sizeof(float) * N * C);
-    ffn_backward(dln, gw.w1, gw.w2, gw.w3, dresid, a.ln2.data(), a.gate.data(), a.up.data(), w.w1, w.w2, w.w3, N, C,
-                 F, s_h_.data(), s_dh_.data(), s_dg_.data(), s_du_.data());
+    const float* qkv = a.qkv.data();
+    // out = h + FFN(norm2(h)): dln = d norm2-output
+    ffn_backward_fused(dln, gw.w1, gw.w3, dresid, a.ln2.data(), a.gu.data(), w.w1, w.w3, N, C, F, s_h_.data(),
+                       s_dh_.data(), s_dgu_.data(), false);
     const int32_t j = mem_.layer_to_mem[(size_t)l];
     if (j >= 0 && !groups_.empty()) {
       const int64_t R = mem_.R, off = j * 3 * R * C, slot_stride = mem_.Lm * 3 * R * C;
@@ -202,29 +208,28 @@ void AnchorModel::backward(const Batch& b) {
                           b.memory->fetched + off, slot_stride, groups_, C, R, mem_scratch_.data());
     }
     rmsnorm_backward(dresid, gw.ffn_norm, dln, a.h_mid.data(), w.ffn_norm, a.ln2_rstd.data(), N, C);
-    // h = x + att Wo^T
-    std::memset(datt_.data(), 0, sizeof(float) * N * D);
-    linear_backward_input(datt_.data(), dresid, w.wo, N, C, D);
+    // h = x + att Wo^T: datt = dresid Wo, dWo += dresid^T att
+    gemm(false, false, N, D, C, 1.f, dresid, C, w.wo, D, 0.f, datt_.data(), D);
     linear_backward_weight(gw.wo, dresid, a.att.data(), N, C, D);
-    std::memset(dq_.data(), 0, sizeof(float) * N * D);
-    std::memset(dk_.data(), 0, sizeof(float) * N * D);
-    std::memset(dv_.data(), 0, sizeof(float) * N * D);
-    attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), a.q.data(), a.k.data(), a.v.data(),
-                       a.att.data(), a.lse.data(), b.doc_start, b.B, b.T, H, hd, D);
-    rope_backward(dq_.data(), pos_.data(), N, H, hd, d_.rope_base);
-    rope_backward(dk_.data(), pos_.data(), N, H, hd, d_.rope_base);
-    std::memset(dq_raw_.data(), 0, sizeof(float) * N * D);
-    std::memset(dk_raw_.data(), 0, sizeof(float) * N * D);
-    rmsnorm_backward(dq_raw_.data(), gw.q_norm, dq_.data(), a.q_raw.data(), w.q_norm, a.q_rstd.data(), N, D);
-    rmsnorm_backward(dk_raw_.data(), gw.k_norm, dk_.data(), a.k_raw.data(), w.k_norm, a.k_rstd.data(), N, D);
-    // u = norm1(x); q_raw, k_raw, v = u Wq^T, u Wk^T, u Wv^T
-    std::memset(dln, 0, sizeof(float) * N * C);
-    linear_backward_input(dln, dq_raw_.data(), w.wqkv, N, D, C);
-    linear_backward_input(dln, dk_raw_.data(), w.wqkv + D * C, N, D, C);
-    linear_backward_input(dln, dv_.data(), w.wqkv + 2 * D * C, N, D, C);
-    linear_backward_weight(gw.wqkv, dq_raw_.data(), a.ln1.data(), N, D, C);
-    linear_backward_weight(gw.wqkv + D * C, dk_raw_.data(), a.ln1.data(), N, D, C);
-    linear_backward_weight(gw.wqkv + 2 * D * C, dv_.data(), a.ln1.data(), N, D, C);
+    // dq, dk (N, D) and dv straight into the v columns of dqkv
+    attention_backward_strided(dq_.data(), dk_.data(), dqkv + 2 * D, datt_.data(), a.q.data(), a.k.data(), qkv + 2 * D,
+                               a.att.data(), a.lse.data(), b.doc_start, b.B, b.T, H, hd, AttnStrides{D, D, 3 * D, D},
+                               false);
+    // q = rope(qnorm(q_raw)): rotate the gradients back, then d q_raw / d k_raw into dqkv
+    parallel_for(N, [&](int64_t n0, int64_t n1) {
+      rope_apply_rows(dq_.data(), D, rope_, n0, n1, H, -1.f);
+      rmsnorm_backward_dx_rows(dqkv, 3 * D, dq_.data(), D, qkv, 3 * D, w.q_norm, a.q_rstd.data(), n0, n1, D, false);
+      rope_apply_rows(dk_.data(), D, rope_, n0, n1, H, -1.f);
+      rmsnorm_backward_dx_rows(dqkv + D, 3 * D, dk_.data(), D, qkv + D, 3 * D, w.k_norm, a.k_rstd.data(), n0, n1, D,
+                               false);
+    }, 16);
+    parallel_for(D, [&](int64_t c0, int64_t c1) {
+      rmsnorm_backward_dw_cols(gw.q_norm, dq_.data(), D, qkv, 3 * D, a.q_rstd.data(), N, c0, c1);
+      rmsnorm_backward_dw_cols(gw.k_norm, dk_.data(), D, qkv + D, 3 * D, a.k_rstd.data(), N, c0, c1);
+    }, 16);
+    // u = norm1(x); [q_raw | k_raw | v] = u Wqkv^T: dln = dqkv Wqkv, dWqkv += dqkv^T u
+    gemm(false, false, N, C, 3 * D, 1.f, dqkv, 3 * D, w.wqkv, C, 0.f, dln, C);
+    linear_backward_weight(gw.wqkv, dqkv, a.ln1.data(), N, 3 * D, C);
     rmsnorm_backward(dresid, gw.attn_norm, dln, a.x_in.data(), w.attn_norm, a.ln1_rstd.data(), N, C);
   }
   embedding_backward(g_.wte, dresid, b.tokens, N, C);
@@ -256,7 +261,8 @@ void AnchorModel::prefill(const int32_t* tokens, int64_t T, KVCache& cache, floa
   const int64_t D = d_.D();
   for (int64_t l = 0; l < d_.L; l++) {
     std::memcpy(cache.k_at(l, 0), acts_[l].k.data(), sizeof(float) * T * D);
-    std::memcpy(cache.v_at(l, 0), acts_[l].v.data(), sizeof(float) * T * D);
+    const float* v = acts_[l].qkv.data() + 2 * D;  // the v columns of [q_raw | k_raw | v]
+    for (int64_t t = 0; t < T; t++) std::memcpy(cache.v_at(l, t), v + t * 3 * D, sizeof(float) * D);
   }
   cache.len = T;
 }

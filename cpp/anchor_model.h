@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/ffn_memory.h"
+#include "kernels/rope.h"
 
 namespace hm {
 
@@ -107,8 +108,10 @@ class AnchorModel {
 
  private:
   struct LayerActs {
-    std::vector<float> x_in, ln1, ln1_rstd, q_raw, k_raw, q_rstd, k_rstd, q, k, v, att, lse, h_mid, ln2,
-        ln2_rstd, gate, up, gate_m, up_m;
+    // qkv (N, 3D): [q_raw | k_raw | v] of each row, one GEMM over the stacked wqkv; gu (N, 2F):
+    // [gate | up] of each row, one GEMM over [w1; w2]
+    std::vector<float> x_in, ln1, ln1_rstd, qkv, q_rstd, k_rstd, q, k, att, lse, h_mid, ln2, ln2_rstd, gu, gate_m,
+        up_m;
   };
   void forward(const Batch& b);  // fills activations up to lnf
   double loss_and_grad(const Batch& b, bool backward);
@@ -126,7 +129,8 @@ class AnchorModel {
   std::vector<float> dec_x_, dec_h_, dec_ln_, dec_qkv_, dec_q_, dec_att_, dec_gate_, dec_up_, dec_hidden_, dec_gate_m_,
       dec_up_m_, dec_mem_hidden_;
   // backward scratch
-  std::vector<float> dresid_, dln_, dq_raw_, dk_raw_, datt_, dq_, dk_, dv_, s_h_, s_dh_, s_dg_, s_du_, ffn_hidden_, mem_hidden_, mem_scratch_;
+  std::vector<float> dresid_, dln_, dqkv_, datt_, dq_, dk_, s_h_, s_dh_, s_dgu_, ffn_hidden_, mem_hidden_, mem_scratch_;
+  RopeTable rope_;  // of the current batch's positions (forward builds it, backward reuses it)
 };
 
 }  // namespace hm

@@ -5,10 +5,17 @@
 #include "parallel.h"
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" int blas_thread_shutdown_(void);
 
 namespace hm {
 
-void blas_init() { openblas_set_num_threads(1); }
+// OpenBLAS runs single-threaded (our pool splits the products). Its idle server threads, started
+// when the library loaded, are stopped too: they poll with sched_yield in bursts and would take CPU
+// time from our own threads. With one thread set, OpenBLAS never hands them work again.
+void blas_init() {
+  openblas_set_num_threads(1);
+  blas_thread_shutdown_();
+}
 
 static void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                         int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

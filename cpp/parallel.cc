@@ -2,15 +2,43 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HM_CPU_RELAX() _mm_pause()
+#else
+#define HM_CPU_RELAX() std::this_thread::yield()
+#endif
+
 namespace hm {
 namespace {
 
 thread_local bool tl_in_region = false;
+
+// How long an idle worker (and a caller waiting for the last chunk) polls before it blocks. A
+// training step issues a few hundred parallel regions separated by short serial stretches; polling
+// across those gaps replaces a futex wake-up (tens of microseconds on a busy VM) per region by a
+// cache-line transfer. Past the window the threads sleep, so an idle process burns no CPU.
+constexpr auto kSpinWorker = std::chrono::microseconds(300);
+constexpr auto kSpinCaller = std::chrono::microseconds(2000);
+
+template <class Pred>
+bool spin_until(Pred done, std::chrono::microseconds budget) {
+  if (done()) return true;
+  const auto until = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      HM_CPU_RELAX();
+      if (done()) return true;
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+  }
+}
 
 class Pool {
  public:
@@ -20,59 +48,72 @@ class Pool {
     std::lock_guard<std::mutex> submit(submit_mu_);
     stop_workers();
     size_ = std::max(1, n);
-    stopping_ = false;
+    stopping_.store(false);
     // New workers must ignore jobs that finished before they started: start them at the
-    // current generation.
-    const uint64_t gen = generation_;
-    for (int i = 1; i < size_; i++) workers_.emplace_back([this, i, gen] { worker_loop(i, gen); });
+    // current job word.
+    const uint64_t job = job_.load();
+    for (int i = 1; i < size_; i++) workers_.emplace_back([this, i, job] { worker_loop(i, job); });
   }
   int size() const { return size_; }
 
-  // Runs task(i) for i in [0, nchunks); chunk 0 on the caller.
+  // Runs task(i) for i in [0, nchunks); chunk 0 on the caller. nchunks <= size().
   void run(int64_t nchunks, const std::function<void(int64_t)>& task) {
     std::lock_guard<std::mutex> submit(submit_mu_);  // one job at a time across caller threads
-    {
+    task_ = &task;
+    pending_.store(nchunks - 1, std::memory_order_relaxed);
+    // The job word carries the chunk count, so a worker that takes no chunk never reads task_
+    // (which the next job may be rewriting); workers that do take one are waited for.
+    const uint64_t job = ((job_.load(std::memory_order_relaxed) >> kCountBits) + 1) << kCountBits | (uint64_t)nchunks;
+    job_.store(job, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lk(mu_);
-      task_ = &task;
-      nchunks_ = nchunks;
-      pending_ = nchunks - 1;
-      generation_++;
+      cv_.notify_all();
     }
-    cv_.notify_all();
     tl_in_region = true;
     task(0);
     tl_in_region = false;
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    auto all_done = [this] { return pending_.load(std::memory_order_seq_cst) == 0; };
+    if (!spin_until(all_done, kSpinCaller)) {
+      std::unique_lock<std::mutex> lk(mu_);
+      caller_waiting_.store(true, std::memory_order_seq_cst);
+      done_cv_.wait(lk, all_done);
+      caller_waiting_.store(false, std::memory_order_relaxed);
+    }
     task_ = nullptr;
   }
 
  private:
+  static constexpr int kCountBits = 16;  // nchunks <= 256 threads
+
   void worker_loop(int index, uint64_t seen) {
     tl_in_region = true;
     for (;;) {
-      const std::function<void(int64_t)>* task;
-      int64_t nchunks;
-      {
+      uint64_t job = seen;
+      auto changed = [&] {
+        job = job_.load(std::memory_order_seq_cst);
+        return job != seen || stopping_.load(std::memory_order_relaxed);
+      };
+      if (!spin_until(changed, kSpinWorker)) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
-        task = task_;
-        nchunks = nchunks_;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        cv_.wait(lk, changed);
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
-      if (task == nullptr || index >= nchunks) continue;
-      (*task)(index);
-      {
+      if (stopping_.load(std::memory_order_acquire)) return;
+      seen = job;
+      const int64_t nchunks = (int64_t)(job & ((1u << kCountBits) - 1));
+      if (index >= nchunks) continue;
+      (*task_)(index);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1 && caller_waiting_.load(std::memory_order_seq_cst)) {
         std::lock_guard<std::mutex> lk(mu_);
-        if (--pending_ == 0) done_cv_.notify_one();
+        done_cv_.notify_one();
       }
     }
   }
   void stop_workers() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stopping_ = true;
+      stopping_.store(true, std::memory_order_seq_cst);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -83,9 +124,11 @@ class Pool {
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
   const std::function<void(int64_t)>* task_ = nullptr;
-  int64_t nchunks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<uint64_t> job_{0};  // (job number << kCountBits) | nchunks
+  std::atomic<int64_t> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_waiting_{false};
+  std::atomic<bool> stopping_{false};
   int size_ = 1;
 };
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/vecmath.h"
 #include "parallel.h"
 
 namespace hm {
@@ -13,17 +14,8 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
   const float b1 = (float)h.beta1, b2 = (float)h.beta2, s = (float)h.grad_scale, lr = (float)h.lr, eps = (float)h.eps;
   const float one_m_b1 = (float)(1.0 - h.beta1), one_m_b2 = (float)(1.0 - h.beta2);
   const float ibc1 = (float)(1.0 / bc1), ibc2 = (float)(1.0 / bc2);
-  parallel_for(n, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      const float gi = g[i] * s;
-      const float mi = b1 * m[i] + one_m_b1 * gi;
-      const float vi = b2 * v[i] + one_m_b2 * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      const float mhat = mi * ibc1, vhat = vi * ibc2;
-      p[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * p[i]);
-    }
-  }, 4096);
+  const AdamWConsts k{b1, b2, one_m_b1, one_m_b2, ibc1, ibc2, lr, eps, wd, s};
+  parallel_for(n, [&](int64_t i0, int64_t i1) { adamw_span(p + i0, g + i0, m + i0, v + i0, i1 - i0, k); }, 16384);
 }
 
 double global_norm(const float* g, int64_t n) {
@@ -31,8 +23,7 @@ double global_norm(const float* g, int64_t n) {
   const int64_t chunks = parallel_chunks(n, grain);
   std::vector<double> part((size_t)std::max<int64_t>(chunks, 1), 0.0);
   parallel_for(n, [&](int64_t i0, int64_t i1) {
-    double acc = 0;
-    for (int64_t i = i0; i < i1; i++) acc += (double)g[i] * g[i];
+    const double acc = sumsq_f64(g + i0, i1 - i0);
     // find our chunk index: chunks are contiguous, recompute it from i0
     for (int64_t c = 0; c < chunks; c++) {
       int64_t b, e;

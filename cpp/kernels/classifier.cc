@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/vecmath.h"
 #include "matmul.h"
 #include "parallel.h"
 
@@ -30,19 +31,20 @@ void classifier_forward_backward(float* losses, float* dx, float* dwte, const fl
       for (int64_t r = a; r < b; r++) {
         float* lr = logits + r * V;
         const int32_t t = targets[r0 + r];
-        float mx = lr[0];
-        for (int64_t j = 1; j < V; j++) mx = std::max(mx, lr[j]);
-        double sum = 0;
-        for (int64_t j = 0; j < V; j++) sum += std::exp((double)(lr[j] - mx));
+        const float mx = max_of(lr, V);
+        const float lt = t < 0 ? 0.f : lr[t];
+        // lr[j] = exp(lr[j] - mx) (vectorised expf, <= 1 ulp), summed in float64
+        const double sum = exp_shift_sum(lr, V, mx);
         const double lse = mx + std::log(sum);
-        losses[r0 + r] = t < 0 ? 0.f : (float)(lse - lr[t]);
+        losses[r0 + r] = t < 0 ? 0.f : (float)(lse - lt);
         if (!backward) continue;
         if (t < 0) {
           for (int64_t j = 0; j < V; j++) lr[j] = 0.f;
           continue;
         }
-        // d loss / d logit = softmax - onehot, scaled
-        for (int64_t j = 0; j < V; j++) lr[j] = (float)std::exp((double)lr[j] - lse) * grad_scale;
+        // d loss / d logit = softmax - onehot, scaled: softmax_j = exp(l_j - mx) / sum
+        const float k = (float)((double)grad_scale / sum);
+        for (int64_t j = 0; j < V; j++) lr[j] *= k;
         lr[t] -= grad_scale;
       }
     }, 4);

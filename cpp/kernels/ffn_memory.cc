@@ -51,9 +51,7 @@ void ffn_memory_backward(float* dx, float* dlayer_w, const float* dy, const floa
     // dWd (R, C) += h^T dy ; dh (n, R) = dy Wd^T
     gemm(true, false, R, C, n, 1.f, h, R, dyr, C, 1.f, dwd, C);
     gemm(false, true, n, R, C, 1.f, dyr, C, wd, C, 0.f, dh, R);
-    std::memset(dg, 0, sizeof(float) * n * R);
-    std::memset(du, 0, sizeof(float) * n * R);
-    swiglu_backward(dg, du, dh, gm, um, n * R);
+    swiglu_backward_set(dg, du, dh, gm, um, n * R);
     linear_backward_weight(dwg, dg, xr, n, R, C);
     linear_backward_weight(dwu, du, xr, n, R, C);
     linear_backward_input(dx + g.row0 * C, dg, wg, n, R, C);
