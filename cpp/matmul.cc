@@ -5,7 +5,8 @@
 #include "parallel.h"
 
 extern "C" void openblas_set_num_threads(int);
-extern "C" int blas_thread_shutdown_(void);
+// weak: OpenBLAS exports it; another BLAS (e.g. the CUDA harness's naive fallback) may not
+extern "C" int blas_thread_shutdown_(void) __attribute__((weak));
 
 namespace hm {
 
@@ -14,7 +15,7 @@ namespace hm {
 // time from our own threads. With one thread set, OpenBLAS never hands them work again.
 void blas_init() {
   openblas_set_num_threads(1);
-  blas_thread_shutdown_();
+  if (blas_thread_shutdown_) blas_thread_shutdown_();
 }
 
 static void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

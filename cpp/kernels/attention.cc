@@ -229,11 +229,11 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 // One query tile of the backward on the vector path: rows [0, tq) of the tile are queries
 // i0 + r, columns [0, nk) keys k0 + j, coff = i0 - k0; pointers already offset to the tile.
-HM_TARGET_AVX512 static void attention_backward_tile_avx512(float* p, float* dp, float* di, const float* q, const float* k,
-                                           const float* kt, const float* vt, int64_t Tp, const float* dout,
-                                           const float* out, const float* lse, const int32_t* ds, float* dq, float* dk,
-                                           float* dv, const AttnStrides& ld, int64_t tq, int64_t nk, int64_t k0,
-                                           int64_t coff, int64_t hd, float scale, bool accumulate) {
+HM_TARGET_AVX512 static void attention_backward_tile_avx512(
+    float* p, float* dp, float* di, const float* q, const float* k, const float* kt, const float* vt, int64_t Tp,
+    const float* dout, const float* out, const float* lse, const int32_t* ds, float* dq, float* dk, float* dv,
+    const AttnStrides& ld, int64_t tq, int64_t nk, int64_t k0, int64_t coff, int64_t hd, float scale,
+    bool accumulate) {
   // P = exp(scale Q K^T - lse) on the allowed columns [lo, hi] of each row, 0 elsewhere
   tile_gemm(tq, nk, hd, scale, q, ld.q, 1, kt, Tp, p, nk, false, Causal::cols, coff);
   // dP = dO V^T (columns past each row's causal limit stay unwritten)
