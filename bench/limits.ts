@@ -1,7 +1,7 @@
 /**
  * The machine's limits, measured in the same run as the rows they bound (issue #5, item 3):
  * fp32 GEMM rate (OpenBLAS sgemm through our pool, all threads, large square product and the
- * model's own GEMM shapes) and memcpy bandwidth (TypedArray.set is a plain memcpy in V8).
+ * model's own GEMM shapes) and memcpy bandwidth (our pool's threads each copying a slice).
  */
 import { performance } from 'node:perf_hooks';
 import { loadNative } from '../lib/native.js';
@@ -33,16 +33,20 @@ export function sgemmGflops(M: number, N: number, K: number, reps: number, secon
   return stat(samples);
 }
 
-/** GB/s of memcpy (bytes read + bytes written, the same accounting as the gather row). */
+/**
+ * GB/s of memcpy (bytes read + bytes written, the same accounting as the gather row), split over
+ * the addon's thread pool like the gather it bounds.
+ */
 export function memcpyGBs(bytes: number, reps: number): Stat {
+  const native = loadNative();
   const n = Math.floor(bytes / 4);
   const src = new Float32Array(n).fill(1), dst = new Float32Array(n);
-  for (let i = 0; i < 3; i++) dst.set(src);
+  for (let i = 0; i < 3; i++) native.copyParallel(dst, src);
   const samples: number[] = [];
   for (let r = 0; r < reps; r++) {
     const calls = 8;
     const t0 = performance.now();
-    for (let i = 0; i < calls; i++) dst.set(src);
+    for (let i = 0; i < calls; i++) native.copyParallel(dst, src);
     samples.push((2 * n * 4 * calls) / ((performance.now() - t0) / 1000) / 1e9);
   }
   return stat(samples);

@@ -60,7 +60,8 @@ export async function gatherRows(c: MemoryBenchContext, which: { gather: boolean
   const fetched = bank.gather(paths); // also initialises the blocks
   const bytes = fetched.length * 4 * 2;
   const src = new Float32Array(fetched.length).fill(1), dst = new Float32Array(fetched.length);
-  const copy = await ourRunner(() => dst.set(src));
+  const native = loadNative();
+  const copy = await ourRunner(() => native.copyParallel(dst, src));
   const rows: ContractRow[] = [];
   if (which.gather) {
     const m = await measure('gather', bytes, [{ name: 'gather', run: await ourRunner(() => bank.gatherInto(fetched, paths)) }, { name: 'memcpy', run: copy }], c.threads, c.timing, c.idle);

@@ -1,4 +1,6 @@
 // kernels.cc — single-kernel entry points (synchronous; used by tests and references).
+#include <cstring>
+
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/classifier.h"
@@ -8,6 +10,7 @@
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "matmul.h"
+#include "parallel.h"
 #include "args.h"
 #include "binding.h"
 
@@ -203,6 +206,18 @@ static Napi::Value MatmulNT(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// dst (n) = src (n), split over our pool: the bench's memcpy limit with the same threads as the
+// gather it bounds (a single-threaded TypedArray.set would understate it on a multi-core machine).
+static Napi::Value CopyParallel(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  int64_t n = 0;
+  const float* src = get_array<float>(info[1], env, "src", -1, &n);
+  float* dst = get_array<float>(info, 0, "dst", n);
+  if (n > 0 && src != dst)
+    parallel_for(n, [&](int64_t a, int64_t b) { std::memcpy(dst + a, src + a, (size_t)(b - a) * sizeof(float)); }, 1 << 16);
+  return env.Undefined();
+}
+
 // Memory part of the FFN for one layer. fetched (S, 3, R, C); seqSlot (B): slot per sequence or -1.
 static std::vector<MemoryGroup> check_groups(const Napi::CallbackInfo& info, size_t i_slots, int64_t B, int64_t T, int64_t S) {
   auto env = info.Env();
@@ -280,6 +295,7 @@ void RegisterKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("ffnBackward", Napi::Function::New(env, FfnBackward));
   exports.Set("classifierForwardBackward", Napi::Function::New(env, ClassifierForwardBackward));
   exports.Set("matmulNT", Napi::Function::New(env, MatmulNT));
+  exports.Set("copyParallel", Napi::Function::New(env, CopyParallel));
 }
 
 }  // namespace hmb

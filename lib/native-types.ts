@@ -319,4 +319,6 @@ export interface NativeAddon {
                             N: number, C: number, V: number, gradScale: number): void;
   /** C (M,N) = A (M,K) * B^T where B is (N,K) — the BLAS wrapper every linear layer uses. */
   matmulNT(c: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number): void;
+  /** dst = src split over the thread pool (the benchmark's memcpy limit). */
+  copyParallel(dst: Float32Array, src: Float32Array): void;
 }
