@@ -28,6 +28,7 @@
 #include "../cuda/hiermem_cuda.h"  // plain C++: no CUDA headers needed
 #include "anchor_model.h"
 #include "args.h"
+#include "model_args.h"
 #include "binding.h"
 #include "kernels/ffn_memory.h"
 
@@ -154,29 +155,9 @@ static Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
 
 // ---- the device model ----------------------------------------------------------------------
 
-// The same dims object, ranges and messages as model.cc's parse_dims (the CPU model's config).
+// The CPU model's dims (model_args.h), plus the CUDA library's own limit.
 static hm::AnchorDims parse_cuda_dims(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "dims must be an object");
-  auto o = v.As<Napi::Object>();
-  auto num = [&](const char* k, double lo, double hi, bool integer) {
-    auto x = o.Get(k);
-    if (!x.IsNumber()) fail(env, "E_CONFIG_INVALID", std::string(k) + " must be a number");
-    double d = x.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d < lo || d > hi || (integer && d != std::floor(d)))
-      fail(env, "E_CONFIG_INVALID", std::string(k) + " = " + std::to_string(d) + " is out of range");
-    return d;
-  };
-  hm::AnchorDims d;
-  d.V = (int64_t)num("vocabSize", 2, 1 << 24, true);
-  d.C = (int64_t)num("dModel", 1, 1 << 16, true);
-  d.L = (int64_t)num("nLayers", 1, 4096, true);
-  d.H = (int64_t)num("nHeads", 1, 1024, true);
-  d.hd = (int64_t)num("headDim", 2, 4096, true);
-  d.F = (int64_t)num("ffnHidden", 1, 1 << 20, true);
-  d.T = (int64_t)num("seqLen", 1, 1 << 20, true);
-  d.norm_eps = (float)num("normEps", 0, 1, false);
-  d.rope_base = num("ropeBase", 1.0001, 1e12, false);
-  if (d.hd % 2) fail(env, "E_CONFIG_INVALID", "headDim must be even (rotary embeddings rotate pairs)");
+  hm::AnchorDims d = parse_dims(env, v);
   // hmc::ModelMemory carries a fixed (64) layer map
   const int64_t max_layers = (int64_t)(sizeof(hmc::ModelMemory::layer_to_mem) / sizeof(int32_t));
   if (d.L > max_layers)
@@ -236,24 +217,10 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     max_batch_ = get_int(info, 1, "maxBatch", 1, 1 << 20);
     mem_ = hmc::ModelMemory{};
     for (auto& x : mem_.layer_to_mem) x = -1;
-    if (info.Length() > 2 && info[2].IsObject()) {
-      // the CPU model's rules (model.cc): memory layers numbered 0, 1, ... in layer order
-      auto o = info[2].As<Napi::Object>();
-      auto rv = o.Get("R");
-      double R = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
-      if (!(R >= 1 && R <= (1 << 20) && R == std::floor(R))) fail(env, "E_CONFIG_INVALID", "memory.R must be an integer >= 1");
-      mem_.R = (int64_t)R;
-      const int32_t* map = get_array<int32_t>(o.Get("layerToMemory"), env, "memory.layerToMemory", d_.L);
-      int32_t next = 0;
-      for (int64_t l = 0; l < d_.L; l++) {
-        if (map[l] != -1 && map[l] != next)
-          fail(env, "E_CONFIG_INVALID", "memory.layerToMemory must number the memory layers 0, 1, ... in order (-1 = none)");
-        if (map[l] == next) next++;
-        mem_.layer_to_mem[l] = map[l];
-      }
-      if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
-      mem_.Lm = next;
-    }
+    const hm::MemoryConfig mc = parse_memory_config(env, info.Length() > 2 ? info[2] : env.Undefined(), d_.L);
+    mem_.R = mc.R;
+    mem_.Lm = mc.Lm;
+    for (size_t l = 0; l < mc.layer_to_mem.size(); l++) mem_.layer_to_mem[l] = mc.layer_to_mem[l];
     const int64_t mode = info.Length() > 3 && !info[3].IsUndefined() ? get_int(info, 3, "gemmMode", 0, 2) : 0;
     n_ = hm::anchor_param_count(d_);
     elems(env, "maxBatch x seqLen", {max_batch_, d_.T});

@@ -11,35 +11,12 @@
 #include "anchor_model.h"
 #include "args.h"
 #include "binding.h"
+#include "model_args.h"
 #include "kernels/classifier.h"
 
 namespace hmb {
 using namespace hm;
 
-static AnchorDims parse_dims(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "dims must be an object");
-  auto o = v.As<Napi::Object>();
-  auto num = [&](const char* k, double lo, double hi, bool integer) {
-    auto x = o.Get(k);
-    if (!x.IsNumber()) fail(env, "E_CONFIG_INVALID", std::string(k) + " must be a number");
-    double d = x.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d < lo || d > hi || (integer && d != std::floor(d)))
-      fail(env, "E_CONFIG_INVALID", std::string(k) + " = " + std::to_string(d) + " is out of range");
-    return d;
-  };
-  AnchorDims d;
-  d.V = (int64_t)num("vocabSize", 2, 1 << 24, true);
-  d.C = (int64_t)num("dModel", 1, 1 << 16, true);
-  d.L = (int64_t)num("nLayers", 1, 4096, true);
-  d.H = (int64_t)num("nHeads", 1, 1024, true);
-  d.hd = (int64_t)num("headDim", 2, 4096, true);
-  d.F = (int64_t)num("ffnHidden", 1, 1 << 20, true);
-  d.T = (int64_t)num("seqLen", 1, 1 << 20, true);
-  d.norm_eps = (float)num("normEps", 0, 1, false);
-  d.rope_base = num("ropeBase", 1.0001, 1e12, false);
-  if (d.hd % 2) fail(env, "E_CONFIG_INVALID", "headDim must be even (rotary embeddings rotate pairs)");
-  return d;
-}
 
 // Parameters (float64 arithmetic: no overflow for any dims parse_dims accepts); the same count as
 // anchor_param_count, before anything is allocated.
@@ -150,25 +127,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     float* params = get_array<float>(info, 1, "params", n);
     float* grads = get_array<float>(info, 2, "grads", n);
     int64_t max_batch = get_int(info, 3, "maxBatch", 1, 1 << 20);
-    MemoryConfig mem;
-    if (info.Length() > 4 && info[4].IsObject()) {
-      // memory = { R, layerToMemory: Int32Array (L) } — FFN-memory units per memory layer
-      auto o = info[4].As<Napi::Object>();
-      auto rv = o.Get("R");
-      double R = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
-      if (!(R >= 1 && R <= (1 << 20) && R == std::floor(R))) fail(env, "E_CONFIG_INVALID", "memory.R must be an integer >= 1");
-      mem.R = (int64_t)R;
-      const int32_t* map = get_array<int32_t>(o.Get("layerToMemory"), env, "memory.layerToMemory", d.L);
-      int32_t next = 0;
-      for (int64_t l = 0; l < d.L; l++) {
-        if (map[l] != -1 && map[l] != next)
-          fail(env, "E_CONFIG_INVALID", "memory.layerToMemory must number the memory layers 0, 1, ... in order (-1 = none)");
-        if (map[l] == next) next++;
-        mem.layer_to_mem.push_back(map[l]);
-      }
-      if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
-      mem.Lm = next;
-    }
+    MemoryConfig mem = parse_memory_config(env, info.Length() > 4 ? info[4] : env.Undefined(), d.L);
     check_fits_in_memory(env, "the activations of maxBatch " + std::to_string(max_batch) + " x seqLen " + std::to_string(d.T),
                          activation_bytes(d, max_batch, mem.R, mem.Lm));
     params_ref_ = Napi::Persistent(info[1].As<Napi::Object>());
