@@ -20,7 +20,7 @@ import type { CudaDeviceInfo, NativeAddon, NativeCudaModel, NativeMemoryBatch, T
 import { type ModelConfig, resolveModelConfig, toDims, anchorParamCount } from './model/config.js';
 import { initAnchorParams } from './model/init.js';
 import type { Batch, CreateModelOptions } from './model/anchor.js';
-import { DEFAULT_ADAMW, type AdamWOptions, type StepResult } from './train/adamw.js';
+import { decaySegments, resolveAdamW, type AdamWOptions, type StepResult } from './train/adamw.js';
 
 export type Backend = 'cpu' | 'cuda' | 'auto';
 export type ResolvedBackend = 'cpu' | 'cuda';
@@ -394,16 +394,8 @@ export class CudaAdamW {
   private readonly segments: Float64Array;
 
   constructor(target: CudaAnchorModel, options: Partial<AdamWOptions> = {}) {
-    this.options = { ...DEFAULT_ADAMW, ...options };
-    const o = this.options;
-    check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, 'E_CONFIG_INVALID', 'AdamW betas must be in [0, 1)');
-    check(o.eps > 0 && o.weightDecay >= 0 && o.clipNorm >= 0, 'E_CONFIG_INVALID', 'AdamW eps must be > 0, weightDecay and clipNorm >= 0');
-    this.segments = new Float64Array(target.layout.length * 3);
-    target.layout.forEach((s, i) => {
-      this.segments[3 * i] = s.offset;
-      this.segments[3 * i + 1] = s.size;
-      this.segments[3 * i + 2] = s.decay ? o.weightDecay : 0;
-    });
+    this.options = resolveAdamW(options);
+    this.segments = decaySegments(target.layout, this.options.weightDecay);
   }
 
   /**

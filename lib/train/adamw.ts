@@ -31,6 +31,25 @@ export interface Optimizable {
   readonly layout: readonly TensorSlot[];
 }
 
+/** The options with defaults filled in, checked (E_CONFIG_INVALID). Shared by the CPU and CUDA optimizers. */
+export function resolveAdamW(options: Partial<AdamWOptions>): AdamWOptions {
+  const o = { ...DEFAULT_ADAMW, ...options };
+  check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, 'E_CONFIG_INVALID', 'AdamW betas must be in [0, 1)');
+  check(o.eps > 0 && o.weightDecay >= 0 && o.clipNorm >= 0, 'E_CONFIG_INVALID', 'AdamW eps must be > 0, weightDecay and clipNorm >= 0');
+  return o;
+}
+
+/** (offset, size, weight decay) per layout slot: decay on matrices only, never on norm gains. */
+export function decaySegments(layout: readonly TensorSlot[], weightDecay: number): Float64Array {
+  const seg = new Float64Array(layout.length * 3);
+  layout.forEach((s, i) => {
+    seg[3 * i] = s.offset;
+    seg[3 * i + 1] = s.size;
+    seg[3 * i + 2] = s.decay ? weightDecay : 0;
+  });
+  return seg;
+}
+
 export class AdamW {
   readonly options: AdamWOptions;
   readonly m: Float32Array;
@@ -40,18 +59,10 @@ export class AdamW {
   private segments: Float64Array;
 
   constructor(target: Optimizable, options: Partial<AdamWOptions> = {}) {
-    this.options = { ...DEFAULT_ADAMW, ...options };
-    const o = this.options;
-    check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, 'E_CONFIG_INVALID', 'AdamW betas must be in [0, 1)');
-    check(o.eps > 0 && o.weightDecay >= 0 && o.clipNorm >= 0, 'E_CONFIG_INVALID', 'AdamW eps must be > 0, weightDecay and clipNorm >= 0');
+    this.options = resolveAdamW(options);
     this.m = new Float32Array(target.params.length);
     this.v = new Float32Array(target.params.length);
-    this.segments = new Float64Array(target.layout.length * 3);
-    target.layout.forEach((s, i) => {
-      this.segments[3 * i] = s.offset;
-      this.segments[3 * i + 1] = s.size;
-      this.segments[3 * i + 2] = s.decay ? o.weightDecay : 0;
-    });
+    this.segments = decaySegments(target.layout, this.options.weightDecay);
   }
 
   /**
