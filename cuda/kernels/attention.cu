@@ -261,6 +261,39 @@ __global__ void attn_bwd_d_kernel(float* __restrict__ D, const float* __restrict
 //   S = scale Q K^T, P = exp(S - lse) (masked), dP = dO V^T, dS = P (dP - D); P, dS -> smem;
 //   then for keys ty + 16jj (jj < BC/16) and columns tx + 16c: dV += P^T dO, dK += dS^T Q.
 // At the end dk += scale * dK, dv += dV (each element owned by one thread: no atomics).
+// Both backward kernels recompute, per tile, S = Q K^T and dP = dO V^T for the rows ty + 16i and the
+// keys tx + 16j this thread owns (shared-memory rows of stride row_stride<HD>(), summed over d in order).
+template <int HD, int RI, int CJ>
+__device__ __forceinline__ void scores_and_dp(float (&s)[RI][CJ], float (&dp)[RI][CJ], const float* Qs,
+                                              const float* Gs, const float* Ks, const float* Vs, int tx, int ty) {
+  constexpr int QS = row_stride<HD>();
+#pragma unroll
+  for (int i = 0; i < RI; i++)
+#pragma unroll
+    for (int j = 0; j < CJ; j++) s[i][j] = dp[i][j] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < HD; d++) {
+    float a[RI], g[RI], bk[CJ], bv[CJ];
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+      a[i] = Qs[(ty + 16 * i) * QS + d];
+      g[i] = Gs[(ty + 16 * i) * QS + d];
+    }
+#pragma unroll
+    for (int j = 0; j < CJ; j++) {
+      bk[j] = Ks[(tx + 16 * j) * QS + d];
+      bv[j] = Vs[(tx + 16 * j) * QS + d];
+    }
+#pragma unroll
+    for (int i = 0; i < RI; i++)
+#pragma unroll
+      for (int j = 0; j < CJ; j++) {
+        s[i][j] = fmaf(a[i], bk[j], s[i][j]);
+        dp[i][j] = fmaf(g[i], bv[j], dp[i][j]);
+      }
+  }
+}
+
 template <int HD, int BR, int BC>
 __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
     float* __restrict__ dk, float* __restrict__ dv, const float* __restrict__ dout, const float* __restrict__ q,
@@ -320,31 +353,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(
     __syncthreads();
 
     float s[RI][CJ], dp[RI][CJ];
-#pragma unroll
-    for (int i = 0; i < RI; i++)
-#pragma unroll
-      for (int j = 0; j < CJ; j++) s[i][j] = dp[i][j] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < HD; d++) {
-      float a[RI], g[RI], bk[CJ], bv[CJ];
-#pragma unroll
-      for (int i = 0; i < RI; i++) {
-        a[i] = Qs[(ty + 16 * i) * QS + d];
-        g[i] = Gs[(ty + 16 * i) * QS + d];
-      }
-#pragma unroll
-      for (int j = 0; j < CJ; j++) {
-        bk[j] = Ks[(tx + 16 * j) * QS + d];
-        bv[j] = Vs[(tx + 16 * j) * QS + d];
-      }
-#pragma unroll
-      for (int i = 0; i < RI; i++)
-#pragma unroll
-        for (int j = 0; j < CJ; j++) {
-          s[i][j] = fmaf(a[i], bk[j], s[i][j]);
-          dp[i][j] = fmaf(g[i], bv[j], dp[i][j]);
-        }
-    }
+    scores_and_dp<HD, RI, CJ>(s, dp, Qs, Gs, Ks, Vs, tx, ty);
 #pragma unroll
     for (int i = 0; i < RI; i++) {
       const int r = ty + 16 * i, qi = qt0 + r;
@@ -453,31 +462,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(
     __syncthreads();
 
     float s[RI][CJ], dp[RI][CJ];
-#pragma unroll
-    for (int i = 0; i < RI; i++)
-#pragma unroll
-      for (int j = 0; j < CJ; j++) s[i][j] = dp[i][j] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < HD; d++) {
-      float a[RI], g[RI], bk[CJ], bv[CJ];
-#pragma unroll
-      for (int i = 0; i < RI; i++) {
-        a[i] = Qs[(ty + 16 * i) * QS + d];
-        g[i] = Gs[(ty + 16 * i) * QS + d];
-      }
-#pragma unroll
-      for (int j = 0; j < CJ; j++) {
-        bk[j] = Ks[(tx + 16 * j) * QS + d];
-        bv[j] = Vs[(tx + 16 * j) * QS + d];
-      }
-#pragma unroll
-      for (int i = 0; i < RI; i++)
-#pragma unroll
-        for (int j = 0; j < CJ; j++) {
-          s[i][j] = fmaf(a[i], bk[j], s[i][j]);
-          dp[i][j] = fmaf(g[i], bv[j], dp[i][j]);
-        }
-    }
+    scores_and_dp<HD, RI, CJ>(s, dp, Qs, Gs, Ks, Vs, tx, ty);
 #pragma unroll
     for (int i = 0; i < RI; i++) {
       const int r = ty + 16 * i, qi = q0 + r;
