@@ -170,14 +170,14 @@ export async function tierRows(c: MemoryBenchContext): Promise<ContractRow[]> {
     const bigSpec = resolveMemorySpec({ k: 32, levels: [64, 32, 16] }, cfg);
     const big = await MemoryBank.createFile(path.join(dir, 'big.safetensors'), bigSpec, cfg.dModel, { seed: 5, allowOvercommit: true });
     const rng = new Rng(6);
-    const pool = randomPaths(rng, c.quick ? 16 : 64, 32, 3);
+    const n = c.quick ? 16 : 64, levels = bigSpec.levels.length;
+    const pool = randomPaths(rng, n, 32, levels); // one path per fetch
     big.gather(pool); // initialises (writes) the blocks these paths use
     big.flush();
-    const n = c.quick ? 16 : 64;
     const cold: number[] = [], warm: number[] = [];
     let residentAfterRelease = 0;
     for (let i = 0; i < n; i++) {
-      const one = pool.subarray((i % (pool.length / 3)) * 3, (i % (pool.length / 3)) * 3 + 3);
+      const one = pool.subarray(i * levels, (i + 1) * levels);
       big.releasePageCache();
       residentAfterRelease = Math.max(residentAfterRelease, big.residentBytes());
       let t0 = performance.now();
@@ -218,8 +218,9 @@ export async function scalingRows(c: MemoryBenchContext): Promise<ContractRow[]>
     const sides = [];
     const banks: MemoryBank[] = [];
     const models: HierarchicalModel[] = [];
-    for (const v of variants) {
-      const spec = resolveMemorySpec(v.spec, cfg);
+    const specs = variants.map((v) => resolveMemorySpec(v.spec, cfg));
+    for (const [i, v] of variants.entries()) {
+      const spec = specs[i]!;
       const bank = MemoryBank.createInMemory(spec, cfg.dModel, { seed: 9, allowOvercommit: true });
       banks.push(bank);
       const s = stepper(anchor, bank, batches(new Rng(11), cfg, 4, v.spec.k, v.spec.levels.length, 4));
@@ -230,7 +231,7 @@ export async function scalingRows(c: MemoryBenchContext): Promise<ContractRow[]>
     const base = m.sides[0]!.perSec;
     variants.forEach((v, i) => {
       const s = m.sides[i]!.perSec;
-      const sizes = memorySizes(resolveMemorySpec(v.spec, cfg), cfg);
+      const sizes = memorySizes(specs[i]!, cfg);
       const what = `${v.name}: bank ${fmt(sizes.bankParams / 1e6, 1)}M params (${fmt((banks[i]!.bytes) / 2 ** 30, 2)} GiB with AdamW state), fetched ${fmt(sizes.fetchedParams / 1e6, 2)}M`;
       if (i > 0) rows.push(peerRow(`scaling-${label}-${v.name}`, 'tokens/s', s.median, `hiermem-${variants[0]!.name}`, base.median, 0.95, { band: true, spread: s.spread, note: what }));
       c.detail.push(`| scaling ${label}: ${what} | ${fmt(s.median / 1e3, 2)}k tok/s [${fmt(s.min / 1e3, 2)}–${fmt(s.max / 1e3, 2)}] | vs ${variants[0]!.name} | ${fmt(s.median / base.median, 3)} |`);
