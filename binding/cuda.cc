@@ -29,6 +29,7 @@
 #include "anchor_model.h"
 #include "args.h"
 #include "model_args.h"
+#include "optimizer_args.h"
 #include "binding.h"
 #include "kernels/ffn_memory.h"
 
@@ -504,12 +505,8 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   Napi::Value ForwardLoss(const Napi::CallbackInfo& info) { return RunAsync(info, false); }
 
   // ---- AdamW on the device ----
-  struct Segment {
-    int64_t offset, length;
-    float wd;
-  };
   struct StepJob {
-    std::vector<Segment> segments;
+    std::vector<DecaySegment> segments;
     double lr, beta1, beta2, eps, clip;
     int64_t step;
     bool given_norm = false;  // hyper.gradNorm: clip by this norm instead of the device gradients' own
@@ -526,40 +523,22 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     auto env = info.Env();
     check_idle(env);
     auto job = std::make_shared<StepJob>();
-    int64_t ns;
-    const double* seg = get_array<double>(info[0], env, "segments", -1, &ns);
-    if (ns % 3) fail(env, "E_SHAPE_MISMATCH", "segments must hold (offset, length, weightDecay) triples");
-    for (int64_t i = 0; i < ns; i += 3) {
-      double off = seg[i], len = seg[i + 1], wd = seg[i + 2];
-      if (!(off >= 0 && len >= 0 && off == std::floor(off) && len == std::floor(len) && off + len <= (double)n_) ||
-          !std::isfinite(wd) || wd < 0)
-        fail(env, "E_INVALID_ARGUMENT", "segment " + std::to_string(i / 3) + " is outside the parameter buffer or has a bad weight decay");
-      job->segments.push_back({(int64_t)off, (int64_t)len, (float)wd});
-    }
+    job->segments = parse_decay_segments(env, info[0], n_);
     if (info.Length() < 2 || !info[1].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
     auto h = info[1].As<Napi::Object>();
-    auto num = [&](const char* k) {
-      auto v = h.Get(k);
-      if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
-        fail(env, "E_INVALID_ARGUMENT", std::string("hyper.") + k + " must be a finite number");
-      return v.As<Napi::Number>().DoubleValue();
-    };
-    job->lr = num("lr");
-    job->beta1 = num("beta1");
-    job->beta2 = num("beta2");
-    job->eps = num("eps");
-    job->clip = num("clipNorm");
-    double step = num("step");
-    if (step < 1 || step != std::floor(step)) fail(env, "E_INVALID_ARGUMENT", "hyper.step must be an integer >= 1");
-    job->step = (int64_t)step;
+    const AdamWHyperArgs ha = parse_adamw_hyper(env, h);
+    job->lr = ha.lr;
+    job->beta1 = ha.beta1;
+    job->beta2 = ha.beta2;
+    job->eps = ha.eps;
+    job->step = ha.step;
+    job->clip = hyper_number(env, h, "clipNorm");
     auto gn = h.Get("gradNorm");
     if (!gn.IsUndefined()) {
-      job->norm = num("gradNorm");
+      job->norm = hyper_number(env, h, "gradNorm");
       if (job->norm < 0) fail(env, "E_INVALID_ARGUMENT", "hyper.gradNorm must be >= 0");
       job->given_norm = true;
     }
-    if (!(job->beta1 >= 0 && job->beta1 < 1 && job->beta2 >= 0 && job->beta2 < 1 && job->eps > 0))
-      fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
     if (!(job->lr >= 0) || !(job->clip >= 0)) fail(env, "E_INVALID_ARGUMENT", "need lr >= 0 and clipNorm >= 0");
     busy_ = true;
     auto* w = new PromiseWorker(

@@ -5,19 +5,15 @@
 
 #include "args.h"
 #include "binding.h"
+#include "optimizer_args.h"
 #include "kernels/adamw.h"
 
 namespace hmb {
 using namespace hm;
 
-struct Segment {
-  int64_t offset, length;
-  float wd;
-};
-
 struct AdamWArgs {
   float *p, *g, *m, *v;
-  std::vector<Segment> segments;
+  std::vector<DecaySegment> segments;
   AdamWHyper hyper;
 };
 
@@ -30,34 +26,16 @@ static AdamWArgs parse_adamw(const Napi::CallbackInfo& info) {
   a.g = get_array<float>(info, 1, "grads", n);
   a.m = get_array<float>(info, 2, "m", n);
   a.v = get_array<float>(info, 3, "v", n);
-  int64_t ns;
-  const double* seg = get_array<double>(info[4], env, "segments", -1, &ns);
-  if (ns % 3) fail(env, "E_SHAPE_MISMATCH", "segments must hold (offset, length, weightDecay) triples");
-  for (int64_t i = 0; i < ns; i += 3) {
-    double off = seg[i], len = seg[i + 1], wd = seg[i + 2];
-    if (!(off >= 0 && len >= 0 && off == std::floor(off) && len == std::floor(len) && off + len <= (double)n) ||
-        !std::isfinite(wd) || wd < 0)
-      fail(env, "E_INVALID_ARGUMENT", "segment " + std::to_string(i / 3) + " is outside the parameter buffer or has a bad weight decay");
-    a.segments.push_back({(int64_t)off, (int64_t)len, (float)wd});
-  }
+  a.segments = parse_decay_segments(env, info[4], n);
   if (info.Length() < 6 || !info[5].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
   auto h = info[5].As<Napi::Object>();
-  auto num = [&](const char* k) {
-    auto v = h.Get(k);
-    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
-      fail(env, "E_INVALID_ARGUMENT", std::string("hyper.") + k + " must be a finite number");
-    return v.As<Napi::Number>().DoubleValue();
-  };
-  a.hyper.lr = num("lr");
-  a.hyper.beta1 = num("beta1");
-  a.hyper.beta2 = num("beta2");
-  a.hyper.eps = num("eps");
-  double step = num("step");
-  if (step < 1 || step != std::floor(step)) fail(env, "E_INVALID_ARGUMENT", "hyper.step must be an integer >= 1");
-  a.hyper.step = (int64_t)step;
-  a.hyper.grad_scale = num("gradScale");
-  if (!(a.hyper.beta1 >= 0 && a.hyper.beta1 < 1 && a.hyper.beta2 >= 0 && a.hyper.beta2 < 1 && a.hyper.eps > 0))
-    fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
+  const AdamWHyperArgs ha = parse_adamw_hyper(env, h);
+  a.hyper.lr = ha.lr;
+  a.hyper.beta1 = ha.beta1;
+  a.hyper.beta2 = ha.beta2;
+  a.hyper.eps = ha.eps;
+  a.hyper.step = ha.step;
+  a.hyper.grad_scale = hyper_number(env, h, "gradScale");
   return a;
 }
 
