@@ -14,7 +14,7 @@ import { Rng } from '../lib/util/random.js';
 import { busyCores, machine, sleep, stat, type Stat } from './machine.js';
 export { busyCores, machine, sleep, stat, type Stat };
 
-/** Debian's python3-torch is importable only from the system interpreter (shared/toolchain.md). */
+/** Debian's python3-torch is importable only from the system interpreter (/usr/bin/python3). */
 export const PYTHON = '/usr/bin/python3';
 /** The OpenMP build of OpenBLAS (libopenblas0-openmp): torch's threads and BLAS's threads are one pool. */
 export const OPENMP_BLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-openmp';

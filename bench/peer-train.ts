@@ -59,7 +59,7 @@ const MEMORY_WD = 1e-3;
 /** Targets from issue #5 (hiermem / PyTorch tokens/s). */
 /**
  * The sizes of issue #5: ≈0.5M (framework overhead dominates), the ≈3.4M config PyTorch was
- * measured on in ../shared/toolchain.md (4 layers, d 256, seq 256, batch 8; SwiGLU of width 704 so
+ * measured on (4 layers, d 256, seq 256, batch 8; SwiGLU of width 704 so
  * the parameter count matches its 4x GELU MLP) and ≈10M. The model presets are accepted too.
  */
 export const BENCH_SIZES: Record<string, Omit<ModelConfig, 'vocabSize' | 'seed'>> = {

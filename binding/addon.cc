@@ -6,9 +6,6 @@
 #include "matmul.h"
 #include "parallel.h"
 
-#ifndef HIERMEM_BLAS_NAME
-#define HIERMEM_BLAS_NAME "unknown"
-#endif
 
 namespace hmb {
 
@@ -23,9 +20,10 @@ static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  hm::blas_init();
   exports.Set("version", Napi::String::New(env, "0.1.0"));
-  exports.Set("blas", Napi::String::New(env, HIERMEM_BLAS_NAME));
+  // no BLAS: dense products are our own GEMM; "blas" stays for readers of `hiermem info --json`
+  exports.Set("blas", Napi::String::New(env, "none (own gemm)"));
+  exports.Set("gemmKernel", Napi::String::New(env, hm::gemm_kernel_name()));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads));
   RegisterKernels(env, exports);

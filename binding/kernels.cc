@@ -1,4 +1,5 @@
 // kernels.cc — single-kernel entry points (synchronous; used by tests and references).
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/adamw.h"
@@ -206,6 +207,46 @@ static Napi::Value MatmulNT(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// General product C = alpha op(A) op(B) + beta C with leading dimensions (the GEMM's tests and
+// bench). The arrays must hold at least the strided extent each operand spans; lda/ldb/ldc at least
+// the row length, so no row runs into the next one's start past the end.
+static const float* gemm_operand(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t rows, int64_t cols,
+                                 int64_t ld, int64_t* extent) {
+  auto env = info.Env();
+  if (ld < std::max<int64_t>(1, cols))
+    fail(env, "E_INVALID_ARGUMENT", std::string("leading dimension of ") + name + " is " + std::to_string(ld) +
+                                        ", less than its row length " + std::to_string(cols));
+  int64_t n = 0;
+  const float* p = get_array<float>(info[i], env, name, -1, &n);
+  *extent = rows == 0 || cols == 0 ? 0 : elems(env, name, {rows - 1, ld}) + cols;
+  if (n < *extent)
+    fail(env, "E_SHAPE_MISMATCH", std::string(name) + " has " + std::to_string(n) + " elements, its " +
+                                      std::to_string(rows) + " x " + std::to_string(cols) + " view with leading dimension " +
+                                      std::to_string(ld) + " needs " + std::to_string(*extent));
+  return p;
+}
+
+static Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  if (info.Length() < 13) fail(env, "E_INVALID_ARGUMENT", "gemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)");
+  if (!info[0].IsBoolean() || !info[1].IsBoolean()) fail(env, "E_INVALID_ARGUMENT", "transA and transB must be booleans");
+  const bool ta = info[0].As<Napi::Boolean>().Value(), tb = info[1].As<Napi::Boolean>().Value();
+  const int64_t M = get_int(info, 2, "M", 0, kMaxDim), N = get_int(info, 3, "N", 0, kMaxDim),
+                K = get_int(info, 4, "K", 0, kMaxDim);
+  const float alpha = (float)get_double(info, 5, "alpha"), beta = (float)get_double(info, 10, "beta");
+  const int64_t lda = get_int(info, 7, "lda", 1, kMaxDim), ldb = get_int(info, 9, "ldb", 1, kMaxDim),
+                ldc = get_int(info, 12, "ldc", 1, kMaxDim);
+  int64_t ea = 0, eb = 0, ec = 0;
+  const float* a = gemm_operand(info, 6, "a", ta ? K : M, ta ? M : K, lda, &ea);
+  const float* b = gemm_operand(info, 8, "b", tb ? N : K, tb ? K : N, ldb, &eb);
+  float* c = const_cast<float*>(gemm_operand(info, 11, "c", M, N, ldc, &ec));
+  // C must not overlap A or B: the product reads its operands while it writes C
+  auto overlaps = [](const float* x, int64_t nx, const float* y, int64_t ny) { return nx > 0 && ny > 0 && x < y + ny && y < x + nx; };
+  if (overlaps(c, ec, a, ea) || overlaps(c, ec, b, eb)) fail(env, "E_INVALID_ARGUMENT", "c overlaps a or b");
+  gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  return env.Undefined();
+}
+
 // dst (n) = src (n), split over our pool: the bench's memcpy limit with the same threads as the
 // gather it bounds (a single-threaded TypedArray.set would understate it on a multi-core machine).
 static Napi::Value CopyParallel(const Napi::CallbackInfo& info) {
@@ -295,6 +336,7 @@ void RegisterKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("ffnBackward", Napi::Function::New(env, FfnBackward));
   exports.Set("classifierForwardBackward", Napi::Function::New(env, ClassifierForwardBackward));
   exports.Set("matmulNT", Napi::Function::New(env, MatmulNT));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("copyParallel", Napi::Function::New(env, CopyParallel));
 }
 

@@ -1,7 +1,7 @@
 // parallel.h — a tiny fixed-size thread pool with static chunking.
 // Why our own pool: static, contiguous chunks make every reduction order depend only on the
-// thread count (bit-identical reruns), and we keep full control of how OpenBLAS threads interact
-// with ours (OpenBLAS is pinned to 1 thread; we split GEMMs ourselves, see matmul.h).
+// thread count (bit-identical reruns), and one pool serves every kernel, the GEMM included
+// (kernels/gemm.h), so threads are never oversubscribed.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -225,7 +225,10 @@ export interface NativeCudaModel {
 
 export interface NativeAddon {
   readonly version: string;
+  /** "none (own gemm)": the addon links no BLAS (kept for readers of `hiermem info --json`). */
   readonly blas: string;
+  /** The GEMM micro-kernel chosen at load: "avx512", "avx2" or "generic" (HIERMEM_SIMD lowers it). */
+  readonly gemmKernel: string;
 
   // ---- CUDA backend (absent from addons built before it: check before calling) ---------------
   /** HMC_ABI_VERSION the addon was built against. */
@@ -317,8 +320,15 @@ export interface NativeAddon {
   classifierForwardBackward(losses: Float32Array, dx: Float32Array | null, dwte: Float32Array | null,
                             x: Float32Array, wte: Float32Array, targets: Int32Array,
                             N: number, C: number, V: number, gradScale: number): void;
-  /** C (M,N) = A (M,K) * B^T where B is (N,K) — the BLAS wrapper every linear layer uses. */
+  /** C (M,N) = A (M,K) * B^T where B is (N,K) — the product every linear layer's forward uses. */
   matmulNT(c: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number): void;
+  /**
+   * Row-major C (M,N) = alpha op(A) op(B) + beta C, our GEMM with every transposition case and
+   * leading dimensions (op(A) = A (M,K) or, transA, A^T with A stored (K,M); likewise B (K,N) or
+   * (N,K)). beta = 0 writes C without reading it. Each array must hold its strided view.
+   */
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+       a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
   /** dst = src split over the thread pool (the benchmark's memcpy limit). */
   copyParallel(dst: Float32Array, src: Float32Array): void;
 }

@@ -12,7 +12,7 @@
  *    sum of squares is hm::global_norm's (same chunks, squared back: sqrt(x * x) == x in IEEE
  *    double). Used by cuda-train.test.ts: a training run through it should track a CPU run.
  *
- * Both need g++; the twin also needs OpenBLAS (cblas.h, -lopenblas) like the addon itself.
+ * Both need g++ (and nothing else: the CPU backend has no BLAS).
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -122,7 +122,6 @@ struct TwinModel {
 };
 void* mcreate(const hmc::ModelDims* d, const hmc::ModelMemory* mem, int64_t max_batch, float* params, float* grads,
               int32_t, int32_t* err) {
-  hm::blas_init();  // as the addon does at load: OpenBLAS on one thread
   hm::AnchorDims a{d->V, d->C, d->L, d->H, d->hd, d->F, d->T, d->norm_eps, d->rope_base};
   hm::MemoryConfig mc;
   if (mem && mem->R > 0) {
@@ -187,18 +186,9 @@ int64_t scratch(int64_t) { return 4; }
 export const NULL_API_SOURCE = `extern "C" __attribute__((visibility("default"))) const void* hmc_get_api(int) { return nullptr; }\n`;
 export const ABORT_SOURCE = `#include <cstdlib>\n__attribute__((constructor)) static void boom() { std::abort(); }\n` + NULL_API_SOURCE;
 
-const CBLAS_DIRS = ['/usr/include/x86_64-linux-gnu/openblas-pthread', '/usr/include/openblas', '/usr/include/aarch64-linux-gnu/openblas-pthread'];
-
-/** Where cblas.h lives ('' = the default include path), or null without OpenBLAS headers. */
-function cblasInclude(): string | null {
-  for (const d of CBLAS_DIRS) if (fs.existsSync(path.join(d, 'cblas.h'))) return d;
-  return fs.existsSync('/usr/include/cblas.h') ? '' : null;
-}
-
 /** Why the CPU-twin fake cannot be built here, or null when it can. */
 export function twinFakeUnavailable(): string | null {
   if (!hasGxx) return 'g++ not found: cannot build the fake CUDA library';
-  if (cblasInclude() === null) return 'OpenBLAS headers (cblas.h) not found: cannot build the CPU-twin fake CUDA library';
   return null;
 }
 
@@ -229,14 +219,13 @@ function compile(args: string[]): Promise<void> {
 
 /**
  * Builds the CPU-twin fake into dir/name: cpp/ (the CPU backend, the addon's -O3) + the
- * table, linked against the shared OpenBLAS. Two compilers at a time. Returns the library's path.
+ * table (no BLAS: the GEMM is cpp/kernels/gemm.cc). Two compilers at a time. Returns the library's path.
  */
 export async function buildTwinFake(dir: string, name = 'twin.so'): Promise<string> {
   const why = twinFakeUnavailable();
   if (why) throw new Error(why);
   const root = packageRoot();
-  const cblas = cblasInclude();
-  const inc = [`-I${path.join(root, 'cuda')}`, `-I${path.join(root, 'cpp')}`, ...(cblas ? [`-I${cblas}`] : [])];
+  const inc = [`-I${path.join(root, 'cuda')}`, `-I${path.join(root, 'cpp')}`];
   const fakeCc = path.join(dir, name.replace(/\.so$/, '.cc'));
   fs.writeFileSync(fakeCc, TWIN_FAKE_SOURCE);
   const sources = [fakeCc, ...['', 'kernels', 'memory'].flatMap((sub) => {
@@ -253,6 +242,6 @@ export async function buildTwinFake(dir: string, name = 'twin.so'): Promise<stri
   };
   await Promise.all([worker(), worker()]);
   const so = path.join(dir, name);
-  await compile(['-shared', '-o', so, ...objs, '-lopenblas', '-lpthread', '-lm']);
+  await compile(['-shared', '-o', so, ...objs, '-lpthread', '-lm']);
   return so;
 }

@@ -1,13 +1,13 @@
 /**
- * The shipped addon must load on a machine without OpenBLAS, libgfortran, libgomp or libstdc++
- * (OpenBLAS is linked statically, the C++ runtime with -static-libstdc++ -static-libgcc).
+ * The shipped addon must load on a machine without any BLAS, libgfortran, libgomp or libstdc++
+ * (it links no BLAS — the GEMM is our own — and the C++ runtime with -static-libstdc++ -static-libgcc).
  *
  * This file builds nothing. It checks the addon node-gyp-build would load (build/Release/… or
  * prebuilds/<platform>-<arch>/…), plus any prebuild that sits in prebuilds/ (what npm ships):
  *  (a) its ELF dynamic section (read here in JS: no tool runs, nothing is executed) NEEDs only
  *      glibc libraries, and `readelf -d`, where installed, agrees with that reading;
  *  (b) a copy of it, alone in a temp dir, loads in a child node with LD_LIBRARY_PATH pointing at
- *      an empty dir, runs BLAS-backed matmulNT products correctly against a float64 JS reference
+ *      an empty dir, runs matmulNT products (our GEMM) correctly against a float64 JS reference
  *      (1 and 2 threads), and no BLAS/Fortran/OpenMP library is mapped into that process;
  *  (c) where we may create a mount namespace (root + unshare), the same child runs with every
  *      directory/file that provides libopenblas/libblas hidden under an empty tmpfs, and first
@@ -271,7 +271,7 @@ function canUnshareMounts(): boolean {
 
 const isLinuxElf64 = process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64');
 
-describe('self-contained native addon (static OpenBLAS, static libstdc++)', { skip: isLinuxElf64 ? false : 'Linux-only checks' }, () => {
+describe('self-contained native addon (no BLAS, static libstdc++)', { skip: isLinuxElf64 ? false : 'Linux-only checks' }, () => {
   after(() => {
     for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
   });
@@ -294,7 +294,7 @@ describe('self-contained native addon (static OpenBLAS, static libstdc++)', { sk
       }
     });
 
-    test(`${label}: a lone copy loads and runs BLAS-backed matmulNT with LD_LIBRARY_PATH on an empty dir`, () => {
+    test(`${label}: a lone copy loads and runs matmulNT with LD_LIBRARY_PATH on an empty dir`, () => {
       const sb = makeSandbox(addon);
       const r = spawnSync(process.execPath, [sb.script, sb.addonCopy], {
         cwd: sb.dir,

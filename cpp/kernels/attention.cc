@@ -21,9 +21,9 @@ namespace hm {
 static constexpr int64_t kQueryTile = 64;
 
 // ---- AVX-512 tile products ------------------------------------------------------------------------
-// The products of one query tile are small (64 x 128 x 32 for the 0.5M model): through cblas each
-// one pays the library's call and packing overhead and computes the masked (causal) half of the
-// diagonal block. These register-blocked kernels read the operands in place and skip the blocks
+// The products of one query tile are small (64 x 128 x 32 for the 0.5M model): through the general
+// GEMM each one pays the packing overhead and computes the masked (causal) half of the diagonal
+// block. These register-blocked kernels read the operands in place and skip the blocks
 // that causality zeroes. Per output element the sum runs over k in order (FMA), independent of
 // threads.
 namespace {

@@ -98,7 +98,7 @@ struct Registrar {
   static void fn_name(hmt::Ctx& ctx)
 
 // Tolerances per GEMM mode, used by every test that goes through a product (documented in README):
-// fp32 accumulates in a different order than OpenBLAS; tf32 keeps 10 mantissa bits, bf16 7.
+// fp32 accumulates in a different order than our CPU GEMM; tf32 keeps 10 mantissa bits, bf16 7.
 inline double gemm_rtol(hmc::GemmMode m) { return m == hmc::GemmMode::FP32 ? 1e-4 : m == hmc::GemmMode::TF32 ? 5e-3 : 3e-2; }
 
 }  // namespace hmt

@@ -81,7 +81,6 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   std::printf("hiermem_cuda_harness: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  hm::blas_init();
   int passed = 0, failed = 0;
   for (auto& entry : hmt::registry()) {
     const std::string& name = entry.first;

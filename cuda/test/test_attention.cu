@@ -7,7 +7,7 @@
 // so rows are not 16-byte aligned, and 3 pad columns per row that nobody may touch). doc_start: null
 // (plain causal) or packed documents of ragged lengths that cross the kernels' 32/64-row tiles.
 //
-// Tolerance (fp32 on both sides, different summation order: OpenBLAS blocking and one softmax max on
+// Tolerance (fp32 on both sides, different summation order: the CPU GEMM's k blocking and one softmax max on
 // the CPU; our tiles, FMA chains and online-softmax rescaling on the GPU): rtol 1e-4, and atol
 // 1e-5 * max(1, max|want|). The absolute part is scaled by the tensor's magnitude because an element's
 // rounding error is a few ulp of the terms that were summed into it (which are of the tensor's scale),

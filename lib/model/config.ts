@@ -38,7 +38,7 @@ export const MODEL_PRESETS: Record<string, Omit<ModelConfig, 'vocabSize' | 'seed
   tiny: { dModel: 32, nLayers: 2, nHeads: 2, headDim: 16, ffnHidden: 64, seqLen: 64, normEps: 1e-5, ropeBase: 1e5 },
   // ~0.9M: the default `hiermem train` run
   small: { dModel: 128, nLayers: 4, nHeads: 4, headDim: 32, ffnHidden: 384, seqLen: 128, normEps: 1e-5, ropeBase: 1e5 },
-  // ~4.3M: the shape PyTorch was measured on (../shared/toolchain.md: 4 layers, d 256, seq 256, MLP 4x);
+  // ~4.3M: the shape PyTorch was measured on (a GPT with 4 layers, d 256, seq 256, MLP 4x);
   // our SwiGLU of width 1024 has 3 matrices, so 1.5x that model's MLP parameters
   medium: { dModel: 256, nLayers: 4, nHeads: 4, headDim: 64, ffnHidden: 1024, seqLen: 256, normEps: 1e-5, ropeBase: 1e5 },
   // ~10M
