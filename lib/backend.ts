@@ -1,8 +1,9 @@
 /**
  * Compute backends (issue #8): the native CPU core, or CUDA through hiermem_cuda.so.
  *
- * The CUDA library is found beside the loaded addon (build/Release/ or prebuilds/<platform>-<arch>/)
- * or at HIERMEM_CUDA_LIB. It is probed in a CHILD process first (load + device query), so that a
+ * The CUDA library is HIERMEM_CUDA_LIB, else the one beside the loaded addon (build/Release/,
+ * prebuilds/<platform>-<arch>/ or the platform package), else the one in the CUDA platform package
+ * (@hiermem/<platform>-<arch>-cuda, an optional dependency). It is probed in a CHILD process first (load + device query), so that a
  * broken driver can only take the child down; only a library that answered there is opened in
  * this process. Nothing here ever prints on a machine without an NVIDIA driver.
  *
@@ -15,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { HiermemError, check } from './errors.js';
-import { loadNative, nativeAddonPath } from './native.js';
+import { CUDA_PLATFORM_PACKAGE, loadNative, nativeAddonPath, resolvePackageDir } from './native.js';
 import type { CudaDeviceInfo, NativeAddon, NativeCudaModel, NativeMemoryBatch, TensorSlot } from './native-types.js';
 import { type ModelConfig, resolveModelConfig, toDims, anchorParamCount } from './model/config.js';
 import { initAnchorParams } from './model/init.js';
@@ -58,12 +59,26 @@ export function nvidiaDriverPresent(): boolean {
   return ['/proc/driver/nvidia', '/dev/nvidiactl', '/dev/dxg'].some((p) => fs.existsSync(p));
 }
 
-/** HIERMEM_CUDA_LIB, else hiermem_cuda.so beside the loaded addon; null if the addon's file is unknown. */
+/**
+ * HIERMEM_CUDA_LIB; else the first existing of hiermem_cuda.so beside the loaded addon and in the
+ * CUDA platform package; else the path beside the addon (so that "not found" names it); null if
+ * the addon's file is unknown and no platform package is installed.
+ */
 export function cudaLibraryPath(): string | null {
   const env = process.env[CUDA_LIB_ENV];
   if (env !== undefined && env !== '') return path.resolve(env);
+  const candidates = cudaLibraryCandidates();
+  return candidates.find((p) => fs.existsSync(p)) ?? candidates[0] ?? null;
+}
+
+/** Where hiermem_cuda.so is looked for without HIERMEM_CUDA_LIB, in order. */
+function cudaLibraryCandidates(): string[] {
+  const out: string[] = [];
   const addon = nativeAddonPath();
-  return addon ? path.join(path.dirname(addon), CUDA_LIB_NAME) : null;
+  if (addon) out.push(path.join(path.dirname(addon), CUDA_LIB_NAME));
+  const pkg = resolvePackageDir(CUDA_PLATFORM_PACKAGE);
+  if (pkg !== null) out.push(path.join(pkg, CUDA_LIB_NAME));
+  return out;
 }
 
 function hasCudaBinding(addon: NativeAddon): boolean {
@@ -153,7 +168,8 @@ export function detectGpu(options: { refresh?: boolean } = {}): GpuInfo {
   } else if (!fs.existsSync(libPath)) {
     info.reason = process.env[CUDA_LIB_ENV]
       ? `${CUDA_LIB_ENV}=${process.env[CUDA_LIB_ENV]}: no such file`
-      : `no CUDA library at ${libPath} (hiermem was built without nvcc)`;
+      : `no CUDA library at ${cudaLibraryCandidates().join(' or ')} (hiermem was built without nvcc` +
+        `${resolvePackageDir(CUDA_PLATFORM_PACKAGE) === null ? `, and ${CUDA_PLATFORM_PACKAGE} is not installed` : ''})`;
   } else if (!hasCudaBinding(loadNative())) {
     info.library.found = true;
     info.reason = 'this hiermem addon was built without the CUDA loader';

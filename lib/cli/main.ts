@@ -7,7 +7,7 @@ import { mkdir, writeFile, appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
-import { loadNative } from '../native.js';
+import { loadNative, nativeAddonPath, nativeAddonSource } from '../native.js';
 import { detectGpu, resolveBackend, type Backend, type ResolvedBackend } from '../backend.js';
 import { AnchorModel } from '../model/anchor.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
@@ -305,7 +305,8 @@ function gpuInfo() {
 async function cmdInfo(file: string | undefined, opts: { gpu?: boolean } = {}) {
   if (!file) {
     const n = loadNative();
-    const info: Record<string, unknown> = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi };
+    const info: Record<string, unknown> = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi,
+      addonPath: nativeAddonPath(), addonSource: nativeAddonSource() };
     if (opts.gpu) info.gpu = gpuInfo();
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return;
