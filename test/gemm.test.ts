@@ -177,7 +177,7 @@ describe(`gemm (${native.gemmKernel})`, () => {
 
   test('bit-identical reruns at 1 and 2 threads, and across them', () => {
     const rng = new Rng(1206);
-    for (const [ta, tb, M, N, K] of [[false, true, 1024, 384, 128], [true, false, 256, 128, 2048], [false, false, 333, 200, 777]] as const) {
+    for (const [ta, tb, M, N, K] of [[false, true, 1024, 384, 128], [true, false, 256, 128, 2048], [false, false, 333, 200, 777], [false, true, 1, 1152, 384], [true, false, 3, 700, 300]] as const) {
       const c = makeCase(rng, ta, tb, M, N, K, 1, 0.25, 0);
       const runs: Float32Array[] = [];
       for (const th of [1, 1, 2, 2]) {

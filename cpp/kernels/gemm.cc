@@ -257,6 +257,94 @@ void gemm_packed(const Problem& p, Kernel kernel) {
     parallel_for(np, [&](int64_t a, int64_t b) { gemm_range<MR, NR>(p, kernel, 0, mp, a, b); });
 }
 
+// ------------------------------------------------------------------------------- few rows of C
+// M <= kSmallM (a decode step multiplies one token's row by each weight matrix): packing B would
+// copy the whole matrix to use it once, doubling the memory traffic of a product that is bound by
+// it. These read the operands in place, split over columns; each element's sum runs over k in a
+// fixed order (64 lanes, then a fixed tree for the dot form), independent of the split.
+constexpr int64_t kSmallM = 4;
+constexpr int kLanes = 64;
+
+template <bool kFma>
+HM_INLINE float madd(float a, float b, float c) {
+  if constexpr (kFma) return __builtin_fmaf(a, b, c);
+  else return a * b + c;
+}
+
+// dot(x, y) over n: 64 independent lanes (the compiler keeps them in vector registers), then a
+// pairwise tree over the lanes.
+template <bool kFma>
+HM_INLINE float dot_lanes(const float* __restrict x, const float* __restrict y, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int l = 0; l < kLanes; l++) acc[l] = madd<kFma>(x[k + l], y[k + l], acc[l]);
+  for (int l = 0; k < n; k++, l++) acc[l] = madd<kFma>(x[k], y[k], acc[l]);
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// Columns [j0, j1) of C for every row. scratch: K floats (a transposed A row) + (j1 - j0) floats.
+template <bool kFma>
+HM_INLINE void small_m_body(const Problem& p, int64_t j0, int64_t j1, float* scratch) {
+  // rows of op(A), contiguous: in place, or gathered once when A is transposed
+  const float* rows[kSmallM];
+  for (int64_t i = 0; i < p.M; i++) {
+    if (p.ta) {
+      float* r = scratch + i * p.K;
+      for (int64_t k = 0; k < p.K; k++) r[k] = p.A[k * p.lda + i];
+      rows[i] = r;
+    } else {
+      rows[i] = p.A + i * p.lda;
+    }
+  }
+  if (p.tb) {  // C[i][j] = dot(op(A) row i, B row j): each B row read from memory once, used M times
+    for (int64_t j = j0; j < j1; j++)
+      for (int64_t i = 0; i < p.M; i++) {
+        float* c = p.C + i * p.ldc + j;
+        const float v = p.alpha * dot_lanes<kFma>(rows[i], p.B + j * p.ldb, p.K);
+        *c = p.beta != 0.f ? v + p.beta * *c : v;
+      }
+    return;
+  }
+  // C[i][j0:j1] = sum_k a_ik B[k][j0:j1], all rows at once: each row of B streamed once
+  float* acc = scratch + (p.ta ? p.M * p.K : 0);
+  const int64_t w = j1 - j0;
+  for (int64_t t = 0; t < p.M * w; t++) acc[t] = 0.f;
+  for (int64_t k = 0; k < p.K; k++) {
+    const float* b = p.B + k * p.ldb + j0;
+    for (int64_t i = 0; i < p.M; i++) {
+      const float ak = rows[i][k];
+      float* ai = acc + i * w;
+      for (int64_t j = 0; j < w; j++) ai[j] = madd<kFma>(ak, b[j], ai[j]);
+    }
+  }
+  for (int64_t i = 0; i < p.M; i++) {
+    float* c = p.C + i * p.ldc + j0;
+    for (int64_t j = 0; j < w; j++) {
+      const float v = p.alpha * acc[i * w + j];
+      c[j] = p.beta != 0.f ? v + p.beta * c[j] : v;
+    }
+  }
+}
+
+HM_TARGET_AVX512 void small_m_avx512(const Problem& p, int64_t j0, int64_t j1, float* s) { small_m_body<true>(p, j0, j1, s); }
+HM_TARGET_AVX2 void small_m_avx2(const Problem& p, int64_t j0, int64_t j1, float* s) { small_m_body<true>(p, j0, j1, s); }
+void small_m_generic(const Problem& p, int64_t j0, int64_t j1, float* s) { small_m_body<false>(p, j0, j1, s); }
+
+void gemm_small_m(const Problem& p) {
+  const SimdLevel level = simd_level();
+  auto run = [&](int64_t j0, int64_t j1) {
+    float* s = tl_apack.get((size_t)(p.M * (p.K + (j1 - j0))));
+    if (level == SimdLevel::avx512) small_m_avx512(p, j0, j1, s);
+    else if (level == SimdLevel::avx2) small_m_avx2(p, j0, j1, s);
+    else small_m_generic(p, j0, j1, s);
+  };
+  if (in_parallel_region() || num_threads() == 1 || p.M * p.N * p.K < kParallelWork) run(0, p.N);
+  else parallel_for(p.N, run, 64);
+}
+
 // C = beta * C (beta == 0 writes zeros without reading): the whole product when K == 0 or alpha == 0.
 void scale_c(const Problem& p) {
   for (int64_t i = 0; i < p.M; i++) {
@@ -279,6 +367,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
     scale_c(p);
     return;
   }
+  if (M <= kSmallM) return gemm_small_m(p);
   switch (simd_level()) {
     case SimdLevel::avx512: gemm_packed<12, 32>(p, kernel_avx512); break;
     case SimdLevel::avx2: gemm_packed<6, 16>(p, kernel_avx2); break;

@@ -9,6 +9,7 @@
 //
 // Micro-kernels: AVX-512F (12 x 32), AVX2+FMA (6 x 16) and portable C++ (4 x 16), chosen once at
 // run time from the CPU's features (HIERMEM_SIMD=generic|avx2 forces a lower level, see vecmath.h).
+// Products of at most 4 rows (a decode step's token) skip the packing and read B in place.
 //
 // Determinism: threads split only output tiles, never the k reduction, and every element's sum
 // runs over k in the same order (k blocks of a fixed size, FMA chain inside a block) whichever
