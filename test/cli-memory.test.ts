@@ -30,6 +30,8 @@ test('cluster -> train --tree -> eval -> resume: the memory pipeline from the CL
   assert.equal(full.memory, true);
   assert.equal(full.steps, 6);
   assert.ok(Number.isFinite(full.finalLoss));
+  // the sample continues the opening words of the held-out document, its path fetched from the tree
+  assert.ok(full.sample.startsWith('Gold is element number'), full.sample);
   const files = await readdir(out);
   // the bank of a checkpoint is named by its step (so a newer bank never replaces the one a checkpoint names)
   for (const f of ['checkpoint.safetensors', 'checkpoint.bank.step-6.safetensors', 'tree.safetensors', 'loss.svg']) assert.ok(files.includes(f), f);
@@ -42,6 +44,8 @@ test('cluster -> train --tree -> eval -> resume: the memory pipeline from the CL
   const probes = path.join(dir, 'p.jsonl');
   await writeFile(probes, ENTITIES.map((e, i) => JSON.stringify({ prompt: `${e} is element number`, answer: String(70 + i), bucket: i < 4 ? 'B1' : 'B2' })).join('\n'));
   const ev = JSON.parse(await cli('eval', '--ckpt', path.join(out, 'checkpoint.safetensors'), '--probes', probes, '--json'));
+  // the run folder names the same checkpoint
+  assert.deepEqual(JSON.parse(await cli('eval', '--ckpt', out, '--probes', probes, '--json')), ev);
   assert.equal(ev.n, 8);
   assert.deepEqual(ev.buckets.map((b: { name: string; n: number }) => [b.name, b.n]), [['B1', 4], ['B2', 4]]);
   assert.ok(ev.overall >= 0 && ev.overall <= 1);
@@ -53,8 +57,9 @@ test('cluster -> train --tree -> eval -> resume: the memory pipeline from the CL
   const out2 = path.join(dir, 'run2');
   const part = ['--corpus', corpus, '--tree', tree, '--preset', 'tiny', '--batch-size', '4', '--memory-levels', '4,8', '--out', out2, '--json', '--no-progress', '--eval-every', '0', '--checkpoint-every', '1'];
   await cli('train', ...part, '--steps', '6', '--stop-after', '3');
-  const resumed = JSON.parse(await cli('train', '--corpus', corpus, '--batch-size', '4', '--out', out2, '--json', '--no-progress', '--eval-every', '0', '--steps', '6', '--resume', path.join(out2, 'checkpoint.safetensors')));
-  void resumed;
+  // bare --resume (followed by a flag): the --out folder's checkpoint, its bank and tree
+  const resumed = JSON.parse(await cli('train', '--corpus', corpus, '--batch-size', '4', '--out', out2, '--no-progress', '--eval-every', '0', '--steps', '6', '--resume', '--json'));
+  assert.equal(resumed.memory, true);
   const m1 = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l).loss);
   const m2 = (await readFile(path.join(out2, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l).loss);
   assert.equal(m2.length, 6);

@@ -62,3 +62,49 @@ test('bad CLI input exits with a typed error message, not a stack trace', async 
   await assert.rejects(run(process.execPath, [CLI, 'train', '--corpus', '/nonexistent.txt', '--steps', '1']),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? ''));
 });
+
+const usage = (option: string) => (e: { code?: number; stderr?: string }) =>
+  e.code === 2 && /E_INVALID_ARGUMENT/.test(e.stderr ?? '') && (e.stderr ?? '').includes(`'${option}`);
+
+test('a flag where a value belongs is a usage error naming the option (exit 2)', async () => {
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--out', '--steps', '3']), usage('--out'));
+  await assert.rejects(run(process.execPath, [CLI, 'eval', '--ckpt', '--json', '--probes', 'p.jsonl']), usage('--ckpt'));
+  await assert.rejects(run(process.execPath, [CLI, 'train', '--steps', '--json']), usage('--steps'));
+  await assert.rejects(run(process.execPath, [CLI, 'generate', '--ckpt', 'x', '--prompt', '--max-tokens', '3']), usage('--prompt'));
+});
+
+test('run folders: --ckpt and --resume take the folder train --out wrote, bare --resume its own; sample from the corpus', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'hiermem-clidir-'));
+  const corpus = path.join(dir, 'c.jsonl');
+  const docs = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Entry ${i} tells of item ${i}, which weighs ${i + 3} grams.` }));
+  await writeFile(corpus, docs.join('\n') + '\n');
+  const out = path.join(dir, 'run');
+  const common = ['--corpus', corpus, '--preset', 'tiny', '--steps', '6', '--batch-size', '2', '--eval-every', '0', '--out', out, '--no-progress'];
+  await run(process.execPath, [CLI, 'train', ...common, '--checkpoint-every', '1', '--stop-after', '3', '--json']);
+  // bare --resume (a flag after it is a flag, not its value): continues the --out folder's checkpoint
+  const resumed = JSON.parse((await run(process.execPath, [CLI, 'train', ...common, '--resume', '--json'])).stdout.trim());
+  assert.equal(resumed.steps, 6);
+  const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l).step);
+  assert.deepEqual(metrics, [1, 2, 3, 4, 5, 6]);
+  // the sample continues the opening words of a held-out document (the last 5%: entry 38 first)
+  assert.ok(resumed.sample.startsWith('Entry 38 tells of'), resumed.sample);
+  // --resume with the folder, into another folder
+  const out2 = path.join(dir, 'run2');
+  const again = JSON.parse((await run(process.execPath, [CLI, 'train', '--corpus', corpus, '--batch-size', '2', '--eval-every', '0', '--steps', '8',
+    '--out', out2, '--no-progress', '--resume', out, '--json'])).stdout.trim());
+  assert.equal(again.checkpoint, path.join(out2, 'checkpoint.safetensors'));
+  const m2 = (await readFile(path.join(out2, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l).step);
+  assert.deepEqual(m2, [7, 8]);
+  // eval, generate and info take the folder
+  const probes = path.join(dir, 'p.jsonl');
+  await writeFile(probes, JSON.stringify({ prompt: 'Entry 5 tells of item', answer: '5' }) + '\n');
+  const ev = JSON.parse((await run(process.execPath, [CLI, 'eval', '--ckpt', out, '--probes', probes, '--json', '--no-progress'])).stdout);
+  assert.equal(ev.n, 1);
+  const gen = await run(process.execPath, [CLI, 'generate', '--ckpt', out, 'Entry 5', '--max-tokens', '3', '--temperature', '0']);
+  assert.ok(gen.stdout.startsWith('Entry 5'));
+  assert.equal(JSON.parse((await run(process.execPath, [CLI, 'info', out])).stdout).format, 'hiermem-checkpoint');
+  // a folder with no checkpoint in it says so
+  await assert.rejects(run(process.execPath, [CLI, 'eval', '--ckpt', dir, '--probes', probes]),
+    (e: { code?: number; stderr?: string }) => e.code === 2 && /E_IO/.test(e.stderr ?? '') && /without a checkpoint\.safetensors/.test(e.stderr ?? ''));
+  await rm(dir, { recursive: true });
+});

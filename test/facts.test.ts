@@ -1,8 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   DEFAULT_BUCKETS,
+  DEFAULT_PROBE_FIELDS,
   FACTS_DIR,
   QUICK_SCALE,
   buildDemoCorpus,
@@ -88,6 +90,23 @@ test('fact tables: resolved from the compiled location, 118 elements and ~250 co
     { capital: france.facts.capital, continent: france.facts.continent, currency: france.facts.currency, phone: france.facts.phone_code, language: france.facts.language },
     { capital: 'Paris', continent: 'Europe', currency: 'EUR', phone: '+33', language: 'French' },
   );
+});
+
+test('sentence templates are data (data/facts/templates.json): a canonical probe form for every default probed field', () => {
+  const file = path.join(FACTS_DIR, 'templates.json');
+  assert.ok(existsSync(file), file);
+  const t = JSON.parse(readFileSync(file, 'utf8')) as {
+    fields: Record<string, Record<string, { canonical?: string; named: string[]; pronoun: string[]; answer?: string }>>;
+    frames: Record<string, string[]>;
+  };
+  for (const [domain, fields] of Object.entries(DEFAULT_PROBE_FIELDS)) {
+    for (const f of fields) assert.match(t.fields[domain]?.[f]?.canonical ?? '', / \{V\}\.$/, `${domain}.${f}`);
+    assert.ok(t.frames[domain]!.every((fr) => fr.includes('{B}')), `${domain} frames hold the body`);
+  }
+  // a probe prompt is its canonical form up to " {V}."
+  const c = buildDemoCorpus({ seed: 1, quick: true });
+  const p = c.probes.find((x) => x.field === 'atomic_number')!;
+  assert.equal(p.prompt, `The atomic number of ${p.entity} is`);
 });
 
 test('the same seed gives the identical corpus; another seed a different one', () => {

@@ -1,37 +1,25 @@
 #!/usr/bin/env node
 /**
- * The `hiermem` command. All policy lives in lib/; this file parses flags and prints.
+ * The `hiermem` command. All policy lives in lib/; this file parses flags and prints (train: ./train.ts).
  */
-import { Command, CommanderError, Option } from 'commander';
-import { mkdir, writeFile, appendFile } from 'node:fs/promises';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { loadNative, nativeAddonPath, nativeAddonSource } from '../native.js';
-import { detectGpu, resolveBackend, type Backend, type ResolvedBackend } from '../backend.js';
-import { AnchorModel } from '../model/anchor.js';
-import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
+import { detectGpu } from '../backend.js';
+import { MODEL_PRESETS } from '../model/config.js';
 import { generate } from '../model/generate.js';
-import { ByteTokenizer } from '../data/tokenizer.js';
-import { loadSampleCorpus, readJsonlDocuments, readTextDocuments, SAMPLE_CORPUS_PATH } from '../data/corpus.js';
-import { encodeDocuments, splitDocuments } from '../data/stream.js';
-import { WindowSampler } from '../data/windows.js';
-import { AdamW } from '../train/adamw.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
-import { trainLoop, anchorStepper, type ProgressEvent, type TrainHistory, type TrainOptions } from '../train/trainer.js';
-import type { TrainerState } from '../train/checkpoint.js';
-import { memoryStepper, loadHierarchicalCheckpoint, type MemoryTrainMode } from '../train/memory-trainer.js';
+import { loadHierarchicalCheckpoint } from '../train/memory-trainer.js';
+import { TREE_FILE, resolveCheckpointPath } from '../train/run.js';
 import { RetrievalTree } from '../retrieval/tree.js';
-import { MemoryBank } from '../memory/bank.js';
-import { HierarchicalModel } from '../memory/memory-model.js';
-import { memorySizes, resolveMemorySpec } from '../memory/spec.js';
-import { packByLeaf, PathBatchSampler } from '../data/packing.js';
 import { readProbes, scoreProbes } from '../eval/probes.js';
-import { lineChartSvg } from '../eval/svg.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
-import { readModelConfigFile } from '../io/model-config.js';
 import { runDemo } from '../eval/demo.js';
 import { reportHtml, resultsTable } from '../eval/report.js';
+import { cmdTrain, loadDocs, type TrainFlags } from './train.js';
 
 function int(v: string): number {
   const n = Number(v);
@@ -44,227 +32,18 @@ function num(v: string): number {
   return n;
 }
 
-async function loadDocs(corpus: string | undefined, format: string, field: string): Promise<string[]> {
-  if (!corpus) return loadSampleCorpus();
-  if (format === 'jsonl') return readJsonlDocuments(corpus, field);
-  return readTextDocuments(corpus, { separator: format === 'lines' ? 'line' : 'blank-line' });
-}
-
-interface TrainFlags {
-  corpus?: string; format: string; field: string; preset: string; steps: number; batchSize: number; lr: number;
-  minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string; resume?: string;
-  evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
-  tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
-  anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
-}
-
-/** The model config: a preset, overridden field by field by a JSON file (--config). */
-async function modelConfigOf(f: TrainFlags, vocabSize: number): Promise<Partial<ModelConfig> & { vocabSize: number }> {
-  const preset = MODEL_PRESETS[f.preset];
-  if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
-  const extra: Partial<ModelConfig> = f.config ? await readModelConfigFile(f.config) : {};
-  const cfg = { ...preset, seed: f.seed, ...extra, vocabSize } as Partial<ModelConfig> & { vocabSize: number };
-  try {
-    resolveModelConfig(cfg);
-  } catch (e) {
-    if (e instanceof HiermemError && f.config) throw new HiermemError(e.code, `${f.config}: ${e.message}`, { cause: e });
-    throw e;
-  }
-  return cfg;
-}
-
-/** A training run ready to go: anchor-only or with memories. */
-interface PreparedRun {
-  train: (o: Partial<TrainOptions> & { steps: number }) => Promise<TrainHistory>;
-  /** Frees the device model of a CUDA run (no-op on the CPU). */
-  dispose: () => void;
-  model: AnchorModel;
-  start?: TrainerState;
-  describe: string;
-}
-
-/** Reads the corpus and splits off validation documents. */
-async function prepareCorpus(f: TrainFlags) {
-  const format = f.format === 'text' && f.corpus?.endsWith('.jsonl') ? 'jsonl' : f.format;
-  const docs = await loadDocs(f.corpus, format, f.field);
-  return { docs, ...splitDocuments(docs, 0.05) };
-}
-
-async function cmdTrain(f: TrainFlags): Promise<void> {
-  if (f.threads) loadNative().setNumThreads(f.threads);
-  // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
-  const backend = resolveBackend(f.backend);
-  const tokenizer = new ByteTokenizer();
-  const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
-  const modelConfig = await modelConfigOf(f, tokenizer.vocabSize);
-  await mkdir(f.out, { recursive: true });
-  const ckPath = path.join(f.out, 'checkpoint.safetensors');
-  const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
-
-  // A memory run: given a tree, or resuming a checkpoint that has a bank beside it.
-  const resumeHeader = f.resume ? await readSafetensorsHeader(f.resume) : null;
-  const memoryRun = f.tree !== undefined || resumeHeader?.metadata.memory_bank !== undefined;
-  let run: PreparedRun;
-  if (memoryRun) run = await prepareMemoryRun(f, tokenizer, trainDocs, valDocs, resumeHeader !== null, modelConfig, backend);
-  else {
-    let model: AnchorModel, optimizer: AdamW, start: TrainerState | undefined;
-    if (f.resume) {
-      const ck = await loadCheckpoint(f.resume, { maxBatch: f.batchSize });
-      model = ck.model;
-      optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: f.weightDecay });
-      start = ck.trainer;
-    } else {
-      model = AnchorModel.create(modelConfig, { maxBatch: f.batchSize });
-      optimizer = new AdamW(model, { weightDecay: f.weightDecay });
-    }
-    const T = model.config.seqLen;
-    const trainStream = encodeDocuments(trainDocs, tokenizer);
-    const valStream = encodeDocuments(valDocs, tokenizer);
-    const source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : f.seed);
-    const val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, f.seed + 1);
-    const stepper = anchorStepper(model, optimizer, tokenizer, { backend });
-    run = {
-      train: (o) => trainLoop(stepper, source, val, start, o, T), dispose: () => stepper.dispose?.(), model, start,
-      describe: `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${f.resume ? 'resumed' : f.config ?? f.preset})`,
-    };
-  }
-  const { model, start } = run;
-  const metricsPath = path.join(f.out, 'metrics.jsonl');
-  if (!start) await writeFile(metricsPath, '');
-  const flopsPerToken = trainFlopsPerToken(model.config);
-  log(`hiermem: ${docs.length} documents from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
-  log(`hiermem: ${run.describe}, ${backend === 'cuda' ? 'CUDA backend' : `${loadNative().getNumThreads()} threads`}, writing ${f.out}`);
-
-  const bar = f.progress
-    ? new cliProgress.SingleBar({
-        format: 'train {bar} {value}/{total} | loss {loss} | val {val} | {tps} tok/s | {gflops} GFLOP/s | ETA {eta_formatted}',
-        noTTYOutput: true, notTTYSchedule: 5000, stream: process.stderr, hideCursor: true,
-      }, cliProgress.Presets.shades_classic)
-    : null;
-  bar?.start(f.steps, start?.step ?? 0, { loss: '-', val: '-', tps: '-', gflops: '-' });
-  let lastVal = '-';
-  const lines: string[] = [];
-  const controller = new AbortController();
-  const onProgress = (e: ProgressEvent) => {
-    if (f.stopAfter !== undefined && e.step >= f.stopAfter) controller.abort();
-    if (e.valLoss !== undefined) lastVal = e.valLoss.toFixed(3);
-    lines.push(JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, valLoss: e.valLoss, tokensSeen: e.tokensSeen, tokensPerSec: e.tokensPerSec }));
-    bar?.update(e.step, {
-      loss: e.loss.toFixed(3), val: lastVal, tps: Math.round(e.tokensPerSec).toLocaleString('en-US'),
-      gflops: ((e.tokensPerSec * flopsPerToken) / 1e9).toFixed(1),
-    });
-  };
-  const onSigint = () => controller.abort();
-  process.once('SIGINT', onSigint);
-  let hist: TrainHistory;
-  try {
-    hist = await run.train(
-      { steps: f.steps, batchSize: f.batchSize, lr: f.lr, minLr: f.minLr, warmupSteps: f.warmup, evalEvery: f.evalEvery,
-        checkpointEvery: f.checkpointEvery, checkpointPath: ckPath, signal: controller.signal, onProgress });
-  } catch (e) {
-    // --stop-after: a planned stop (checkpoint written), not a failure
-    if (!(e instanceof HiermemError && e.code === 'E_ABORTED' && f.stopAfter !== undefined)) throw e;
-    const done = lines.map((l) => JSON.parse(l) as { step: number; loss: number });
-    hist = { steps: done.map((d) => d.step), losses: done.map((d) => d.loss), valSteps: [], valLosses: [], skippedSteps: 0,
-      tokensPerSec: 0, elapsedSec: 0 };
-  } finally {
-    process.off('SIGINT', onSigint);
-    bar?.stop();
-    run.dispose(); // the host model was synced by trainLoop (or by its last checkpoint)
-    await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
-  }
-  await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [
-    { name: 'train', x: hist.steps, y: hist.losses },
-    { name: 'validation', x: hist.valSteps, y: hist.valLosses },
-  ]));
-  const sample = memoryRun ? '' : tokenizer.decode(generate(model, tokenizer.encode('Hydrogen: '), { maxTokens: 80, temperature: 0, stopToken: tokenizer.eotId }));
-  const summary = {
-    steps: f.steps,
-    tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * model.config.seqLen : 0,
-    seconds: hist.elapsedSec,
-    finalLoss: hist.losses.length ? hist.losses[hist.losses.length - 1] : null,
-    valLoss: hist.valLosses.length ? hist.valLosses[hist.valLosses.length - 1] : null,
-    tokensPerSec: hist.tokensPerSec,
-    gflopsPerSec: (hist.tokensPerSec * flopsPerToken) / 1e9,
-    elapsedSec: hist.elapsedSec,
-    skippedSteps: hist.skippedSteps,
-    paramCount: model.paramCount,
-    memory: memoryRun,
-    threads: loadNative().getNumThreads(),
-    backend,
-    config: model.config,
-    checkpoint: ckPath,
-    ...(sample ? { sample: 'Hydrogen: ' + sample } : {}),
-  };
-  await writeFile(path.join(f.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
-  if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
-  else {
-    log(`hiermem: done: train loss ${summary.finalLoss?.toFixed(3)}, val loss ${summary.valLoss?.toFixed(3)}, ${Math.round(hist.tokensPerSec)} tok/s`);
-    if (sample) log(`hiermem: sample (greedy): ${summary.sample!.replace(/\n/g, ' ')}`);
-    log(`hiermem: wrote ${ckPath}, ${path.join(f.out, 'loss.svg')}, ${metricsPath}, summary.json`);
-  }
-}
-
-/**
- * Memory training from the CLI: documents routed by the tree, packed per leaf; the anchor is new,
- * taken from --anchor CKPT, or resumed together with its bank.
- */
-async function prepareMemoryRun(f: TrainFlags, tokenizer: ByteTokenizer, trainDocs: string[], valDocs: string[],
-                                resuming: boolean, modelConfig: Partial<ModelConfig> & { vocabSize: number },
-                                backend: ResolvedBackend): Promise<PreparedRun> {
-  let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, treeFile: string;
-  if (resuming) {
-    const ck = await loadHierarchicalCheckpoint(f.resume!, { maxBatch: f.batchSize, inRam: true });
-    hm = ck.hm;
-    optimizer = ck.optimizer ?? new AdamW(hm.anchor, { weightDecay: f.weightDecay });
-    start = ck.trainer;
-    treeFile = path.join(path.dirname(f.resume!), 'tree.safetensors');
-  } else {
-    treeFile = f.tree!;
-    const anchor = f.anchor ? (await loadCheckpoint(f.anchor, { maxBatch: f.batchSize, withOptimizer: false })).model
-      : AnchorModel.create(modelConfig, { maxBatch: f.batchSize });
-    const levels = f.memoryLevels.split(',').map((x) => Number(x.trim()));
-    const tree = await RetrievalTree.load(treeFile);
-    if (levels.length !== tree.p) {
-      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `--memory-levels lists ${levels.length} levels, the tree ${treeFile} has ${tree.p}`);
-    }
-    const spec = resolveMemorySpec({ k: tree.k, levels, generic: true }, anchor.config);
-    const bank = f.bankFile
-      ? await MemoryBank.createFile(path.join(f.out, 'bank.work.safetensors'), spec, anchor.config.dModel, { seed: f.seed })
-      : MemoryBank.createInMemory(spec, anchor.config.dModel, { seed: f.seed });
-    hm = HierarchicalModel.fromAnchor(anchor, bank, f.batchSize);
-    optimizer = new AdamW(hm.anchor, { weightDecay: f.weightDecay });
-  }
-  const tree = await RetrievalTree.load(treeFile);
-  if (!resuming) await tree.save(path.join(f.out, 'tree.safetensors'));
-  const pack = async (texts: string[]) => {
-    const paths = await tree.assignTexts(texts);
-    return packByLeaf({ docs: texts.map((t) => tokenizer.encode(t)), paths, levels: tree.p },
-      { seqLen: hm.anchor.config.seqLen, eotId: tokenizer.eotId, padId: tokenizer.padId! });
-  };
-  const source = new PathBatchSampler(await pack(trainDocs), { seed: f.seed, state: start?.rngState, genericK: tree.k });
-  const val = new PathBatchSampler(await pack(valDocs), { seed: f.seed + 1 });
-  const sizes = memorySizes(hm.bank.spec, hm.anchor.config, hm.anchor.paramCount);
-  const stepper = memoryStepper(hm, optimizer, tokenizer,
-    { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay, backend });
-  return {
-    train: (o) => trainLoop(stepper, source, val, start, o, hm.anchor.config.seqLen), dispose: () => stepper.dispose?.(),
-    start, model: hm.anchor,
-    describe: `anchor ${hm.anchor.paramCount.toLocaleString('en-US')} params + memories (${f.memoryMode}; tree k ${tree.k}, p ${tree.p}; fetched ${sizes.fetchedParams.toLocaleString('en-US')}, bank ${sizes.bankParams.toLocaleString('en-US')})`,
-  };
-}
-
 async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
-  const file = f.ckpt ?? f.checkpoint;
+  const given = f.ckpt ?? f.checkpoint;
   const prompt = promptArg ?? f.prompt;
-  if (!file) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs --ckpt <checkpoint.safetensors>');
+  if (!given) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs --ckpt <checkpoint file or train --out folder>');
+  const file = await resolveCheckpointPath(given);
   if (prompt === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs a prompt (argument or --prompt)');
   const opts = { maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, seed: f.seed };
   const header = await readSafetensorsHeader(file);
   if (header.metadata.memory_bank !== undefined) {
     // a memory checkpoint: route the prompt through the tree saved beside it, fetch that path once
     const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
-    const tree = await RetrievalTree.load(path.join(path.dirname(file), 'tree.safetensors'));
+    const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
     const route = await tree.assignText(prompt);
     const out = generate(ck.hm.logitsForPath(route), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
     process.stderr.write(`hiermem: memory path ${Array.from(route).join(' > ')} (k ${tree.k}, ${tree.p} levels)\n`);
@@ -305,13 +84,14 @@ function gpuInfo() {
 async function cmdInfo(file: string | undefined, opts: { gpu?: boolean } = {}) {
   if (!file) {
     const n = loadNative();
-    const info: Record<string, unknown> = { version: n.version, blas: n.blas, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi,
+    const info: Record<string, unknown> = { version: n.version, blas: n.blas, gemm: n.gemmKernel, threads: n.getNumThreads(), platform: `${process.platform}-${process.arch}`, node: process.versions.node, napi: process.versions.napi,
       addonPath: nativeAddonPath(), addonSource: nativeAddonSource() };
     if (opts.gpu) info.gpu = gpuInfo();
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return;
   }
   if (opts.gpu) throw new HiermemError('E_INVALID_ARGUMENT', '--gpu takes no file: run "hiermem info --gpu"');
+  file = await resolveCheckpointPath(file);
   const h = await readSafetensorsHeader(file);
   const tensors = [...h.tensors.entries()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: t.end - t.begin }));
   const metadata: Record<string, unknown> = {};
@@ -399,15 +179,16 @@ async function cmdEval(f: { ckpt: string; probes: string; json: boolean; progres
     notTTYSchedule: 10000, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
   bar?.start(probes.length, 0);
   const tick = (n: number) => bar?.update(n);
-  const header = await readSafetensorsHeader(f.ckpt);
+  const file = await resolveCheckpointPath(f.ckpt);
+  const header = await readSafetensorsHeader(file);
   let result;
   if (header.metadata.memory_bank !== undefined) {
-    const ck = await loadHierarchicalCheckpoint(f.ckpt, { maxBatch: 1 });
-    const tree = await RetrievalTree.load(path.join(path.dirname(f.ckpt), 'tree.safetensors'));
+    const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
+    const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
     const paths = await tree.assignTexts(probes.map((p) => p.prompt));
     result = scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)), 12, tick);
   } else {
-    const ck = await loadCheckpoint(f.ckpt, { maxBatch: 1, withOptimizer: false });
+    const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
     result = scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx), 12, tick);
   }
   bar?.stop();
@@ -451,7 +232,7 @@ program.command('train')
   .option('--seed <n>', 'seed (init and data order)', int, 1)
   .option('--threads <n>', 'CPU threads (default: all cores)', int)
   .option('--out <dir>', 'output folder', 'runs/anchor')
-  .option('--resume <checkpoint>', 'continue from a checkpoint written by train')
+  .option('--resume [checkpoint]', 'continue from a checkpoint written by train: its file or run folder (bare: the --out folder\'s)')
   .option('--eval-every <n>', 'validation every n steps', int, 50)
   .option('--checkpoint-every <n>', 'checkpoint every n steps (0: only at the end)', int, 0)
   .option('--no-progress', 'no progress bar')
@@ -461,7 +242,7 @@ program.command('train')
   .addOption(new Option('--memory-mode <mode>', 'cotrain (anchor + memories), posthoc (anchor frozen), joint').choices(['cotrain', 'posthoc', 'joint']).default('cotrain'))
   .option('--memory-lr-scale <x>', 'memory LR = anchor LR x this', num, 2)
   .option('--memory-weight-decay <x>', 'weight decay of memory blocks (paper: 1e-3)', num, 1e-3)
-  .option('--anchor <checkpoint>', 'start the anchor from this checkpoint (post-hoc or continued training)')
+  .option('--anchor <checkpoint>', 'start the anchor from this checkpoint, file or run folder (post-hoc or continued training)')
   .option('--bank-file', 'keep the bank memory-mapped in the output folder instead of RAM', false)
   .option('--stop-after <n>', 'stop after step n with a checkpoint (the schedule still spans --steps); resume later with --resume', int)
   .addOption(new Option('--backend <backend>', 'cpu; cuda (experimental: fails with E_BACKEND_UNAVAILABLE without a usable GPU); auto (CUDA where a GPU answers, HIERMEM_BACKEND overrides)')
@@ -482,7 +263,7 @@ program.command('cluster')
 
 program.command('eval')
   .description('fact-probe accuracy of a checkpoint, overall and per bucket')
-  .requiredOption('--ckpt <file>', 'checkpoint written by train (a memory checkpoint routes each prompt through its tree)')
+  .requiredOption('--ckpt <file>', 'checkpoint written by train, or its --out folder (a memory checkpoint routes each prompt through its tree)')
   .requiredOption('--probes <file>', 'JSONL: {"prompt", "answer", "bucket"?} per line')
   .option('--json', 'print {"overall", "n", "buckets"} on stdout', false)
   .option('--no-progress', 'no progress bar')
@@ -491,7 +272,7 @@ program.command('eval')
 program.command('generate')
   .description('continue a prompt with a trained checkpoint')
   .argument('[prompt]', 'prompt text')
-  .option('--ckpt <file>', 'checkpoint .safetensors written by train')
+  .option('--ckpt <file>', 'checkpoint .safetensors written by train, or its --out folder')
   .option('--checkpoint <file>', 'same as --ckpt')
   .option('--prompt <text>', 'prompt text (instead of the argument)')
   .option('--max-tokens <n>', 'tokens to generate', int, 80)
@@ -502,9 +283,29 @@ program.command('generate')
 
 program.command('info')
   .description('print what the native addon found, or inspect a checkpoint / bank / tree file')
-  .argument('[file]', 'a .safetensors file written by hiermem')
+  .argument('[file]', 'a .safetensors file written by hiermem (a train --out folder: its checkpoint)')
   .option('--gpu', 'also probe CUDA: driver, runtime, device, compute capability, memory, which library loaded or why none')
   .action(cmdInfo);
+
+/**
+ * An option that takes a value must not swallow the next flag: `--out --steps 5` would write to a
+ * folder named "--steps" and `--ckpt --json` would try to open "--json". Such a value is a usage
+ * error naming the option. (Options with an optional value, like --resume, never take a flag.)
+ */
+function rejectFlagsAsValues(cmd: Command): void {
+  for (const opt of cmd.options) {
+    if (!opt.required) continue;
+    const parse = opt.parseArg;
+    opt.argParser((value: string, previous: unknown) => {
+      if (value.startsWith('--')) {
+        throw new InvalidArgumentError(`It is a flag: give ${opt.long ?? opt.flags} a value before the next option.`);
+      }
+      return parse ? parse(value, previous) : value;
+    });
+  }
+  for (const sub of cmd.commands) rejectFlagsAsValues(sub);
+}
+rejectFlagsAsValues(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // a file-system failure outside lib/ (metrics, summary, report files): E_IO like the library's

@@ -1,8 +1,11 @@
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { HiermemError } from '../errors.js';
 import { Rng } from '../util/random.js';
 import { ByteTokenizer } from './tokenizer.js';
+import {
+  DOMAINS, canonicalPrompt, loadFacts, renderDocument, templates, templatesFor, type Domain, type Entity, type Slot,
+} from './fact-text.js';
+
+export { DOMAINS, FACTS_DIR, loadFacts, type Domain, type Entity } from './fact-text.js';
 
 /**
  * The embedded long-tail knowledge corpus (issue #7; data/README.md "facts/").
@@ -15,24 +18,8 @@ import { ByteTokenizer } from './tokenizer.js';
  *
  * Probe scoring rule (see `extractProbeAnswer`): take the greedy continuation of the prompt, drop
  * one leading space, cut it at the first of `probeDelimiters`; the probe is correct when what is
- * left equals the answer exactly.
+ * left equals the answer exactly. The sentence data and its rendering are in fact-text.ts.
  */
-
-export type Domain = 'element' | 'country';
-export const DOMAINS: readonly Domain[] = ['element', 'country'];
-
-/** Where the fact tables live, resolved from the compiled location dist/lib/data/facts.js. */
-export const FACTS_DIR: string = fileURLToPath(new URL('../../../data/facts/', import.meta.url));
-const FACT_FILES: Record<Domain, string> = { element: 'elements.json', country: 'countries.json' };
-
-export interface Entity {
-  domain: Domain;
-  name: string;
-  /** Other names (e.g. "Aluminium", "Burma"); may be empty. */
-  aliases: string[];
-  /** field → short value string (units included, e.g. "3306 K"); see data/README.md for the fields. */
-  facts: Record<string, string>;
-}
 
 /**
  * One frequency bucket. Entities are split between buckets in proportion to `share` (weights,
@@ -75,8 +62,6 @@ export const DEFAULT_PROBED_COVERAGE = 1;
 export const DEFAULT_CANONICAL_RATE = 0.5;
 /** Default number of facts per document. */
 export const DEFAULT_FACTS_PER_DOC: readonly [number, number] = Object.freeze([3, 4]) as readonly [number, number];
-const PRONOUN_RATE = 0.35;
-const ALIAS_RATE = 0.3;
 
 /** The share of entities `quick: true` keeps (unless `scale` is given). */
 export const QUICK_SCALE = 0.2;
@@ -178,328 +163,6 @@ export interface DemoCorpus {
   stats: DemoCorpusStats;
 }
 
-// ------------------------------------------------------------------------------------------
-// Loading
-
-/** Reads data/facts/*.json. Missing or malformed files → E_IO. */
-export function loadFacts(): Entity[] {
-  const out: Entity[] = [];
-  for (const domain of DOMAINS) {
-    const path = FACTS_DIR + FACT_FILES[domain];
-    let raw: unknown;
-    try {
-      raw = JSON.parse(readFileSync(path, 'utf8'));
-    } catch (err) {
-      throw new HiermemError('E_IO', `cannot read the fact table ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    }
-    if (!Array.isArray(raw)) throw new HiermemError('E_IO', `${path}: expected a JSON array of entities`);
-    raw.forEach((rec: unknown, i) => {
-      const where = `${path}: entry ${i}`;
-      if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw new HiermemError('E_IO', `${where} is not an object`);
-      const { name, aliases, facts } = rec as Record<string, unknown>;
-      if (typeof name !== 'string' || name === '') throw new HiermemError('E_IO', `${where} has no name`);
-      if (aliases !== undefined && (!Array.isArray(aliases) || !aliases.every((a) => typeof a === 'string' && a !== ''))) {
-        throw new HiermemError('E_IO', `${where} (${name}): aliases must be an array of strings`);
-      }
-      if (typeof facts !== 'object' || facts === null || Array.isArray(facts)) throw new HiermemError('E_IO', `${where} (${name}): facts must be an object`);
-      const f: Record<string, string> = {};
-      for (const [k, v] of Object.entries(facts)) {
-        if (typeof v !== 'string' || v === '') throw new HiermemError('E_IO', `${where} (${name}): fact ${k} must be a non-empty string`);
-        f[k] = v;
-      }
-      out.push({ domain, name, aliases: aliases === undefined ? [] : [...(aliases as string[])], facts: f });
-    });
-  }
-  return out;
-}
-
-// ------------------------------------------------------------------------------------------
-// Templates
-//
-// Placeholders: {N} the entity's name (with "the" where English wants it), {Ns} its possessive,
-// {V} the value, {aV} the value with "a"/"an", {Vpl} the value in the plural, {P} a pronoun subject
-// ("It", "The element"), {Pp} a possessive pronoun ("Its"). Sentences are capitalised after filling.
-// Each field has several sentence forms naming the entity, a few with a pronoun, and for a probed
-// field a canonical form `<prompt> {V}.`: the probe prompt is that form up to " {V}.".
-
-interface FieldTemplates {
-  canonical?: string;
-  named: readonly string[];
-  pronoun: readonly string[];
-  /** What a value must look like to be probed (besides having no delimiter). */
-  answer?: RegExp;
-}
-
-const ELEMENT_TEMPLATES: Record<string, FieldTemplates> = {
-  atomic_number: {
-    canonical: 'The atomic number of {N} is {V}.',
-    named: [
-      '{N} has atomic number {V}.',
-      '{N} is element number {V} of the periodic table.',
-      "{Ns} atomic number is {V}.",
-      'In the periodic table {N} comes at position {V}.',
-      'Atomic number {V} belongs to {N}.',
-    ],
-    pronoun: ['{P} has atomic number {V}.', '{Pp} atomic number is {V}.'],
-    answer: /^\d+$/,
-  },
-  symbol: {
-    canonical: 'The chemical symbol of {N} is {V}.',
-    named: [
-      'The symbol for {N} is {V}.',
-      '{N} is written {V} in chemical formulas.',
-      '{N} goes by the symbol {V}.',
-      "{Ns} symbol is {V}.",
-      'Chemists abbreviate {N} as {V}.',
-    ],
-    pronoun: ['{P} is written {V} in formulas.', '{Pp} symbol is {V}.'],
-    answer: /^[A-Z][a-z]{0,2}$/,
-  },
-  discovered: {
-    canonical: '{N} was discovered in {V}.',
-    named: [
-      'The discovery of {N} dates from {V}.',
-      'Chemists first identified {N} in {V}.',
-      '{N} has been known since {V}.',
-      '{N} was first described in {V}.',
-    ],
-    pronoun: ['{P} was discovered in {V}.', '{P} has been known since {V}.'],
-    answer: /^\d{4}$/,
-  },
-  atomic_mass: {
-    named: [
-      'The atomic mass of {N} is {V}.',
-      '{N} has an atomic weight of {V}.',
-      "{Ns} standard atomic weight is {V}.",
-      'An atom of {N} weighs about {V} daltons.',
-    ],
-    pronoun: ['{Pp} atomic mass is {V}.'],
-  },
-  group_block: {
-    named: [
-      '{N} is {aV}.',
-      '{N} belongs to the {Vpl}.',
-      'Chemists class {N} as {aV}.',
-      'In the periodic table {N} sits among the {Vpl}.',
-    ],
-    pronoun: ['{P} is {aV}.', '{P} is one of the {Vpl}.'],
-  },
-  standard_state: {
-    named: [
-      '{N} is {aV} at room temperature.',
-      'At room temperature {N} is {aV}.',
-      'In its standard state {N} is {aV}.',
-      'Under normal conditions {N} is {aV}.',
-    ],
-    pronoun: ['{P} is {aV} at room temperature.'],
-  },
-  bonding_type: {
-    named: ['{N} shows {V} bonding.', 'The bonding in {N} is {V}.', 'The bonding type of {N} is {V}.'],
-    pronoun: ['{P} shows {V} bonding.'],
-  },
-  melting_point: {
-    named: ['{N} melts at {V}.', 'The melting point of {N} is {V}.', 'Solid {N} turns liquid at {V}.'],
-    pronoun: ['{P} melts at {V}.'],
-  },
-  boiling_point: {
-    named: ['{N} boils at {V}.', 'The boiling point of {N} is {V}.', 'Liquid {N} boils at {V}.'],
-    pronoun: ['{P} boils at {V}.'],
-  },
-  density: {
-    named: ['The density of {N} is {V}.', '{N} has a density of {V}.', 'Measured at room temperature, {N} has a density of {V}.'],
-    pronoun: ['{Pp} density is {V}.'],
-  },
-  electronegativity: {
-    named: [
-      'The electronegativity of {N} is {V}.',
-      'On the Pauling scale {N} has an electronegativity of {V}.',
-      "{Ns} Pauling electronegativity is {V}.",
-    ],
-    pronoun: ['{Pp} electronegativity is {V}.'],
-  },
-  ionization_energy: {
-    named: [
-      'The first ionization energy of {N} is {V}.',
-      'Removing one electron from {N} takes {V}.',
-      '{N} has a first ionization energy of {V}.',
-    ],
-    pronoun: ['{Pp} first ionization energy is {V}.'],
-  },
-  atomic_radius: {
-    named: ['The atomic radius of {N} is {V}.', 'An atom of {N} has a radius of about {V}.'],
-    pronoun: ['{Pp} atomic radius is {V}.'],
-  },
-  electron_configuration: {
-    named: [
-      'The electron configuration of {N} is {V}.',
-      '{N} has the electron configuration {V}.',
-      'The electrons of {N} are arranged as {V}.',
-    ],
-    pronoun: ['{Pp} electron configuration is {V}.'],
-  },
-};
-
-const COUNTRY_TEMPLATES: Record<string, FieldTemplates> = {
-  capital: {
-    canonical: 'The capital of {N} is {V}.',
-    named: [
-      '{V} is the capital of {N}.',
-      'The capital city of {N} is {V}.',
-      "{Ns} capital is {V}.",
-      '{N} has its capital at {V}.',
-    ],
-    pronoun: ['{Pp} capital is {V}.', '{Pp} capital city is {V}.'],
-  },
-  currency: {
-    canonical: 'The currency code of {N} is {V}.',
-    named: [
-      'Prices in {N} are quoted in {V}.',
-      '{N} uses the currency code {V}.',
-      "{Ns} money has the ISO code {V}.",
-      'In {N} you pay in {V}.',
-    ],
-    pronoun: ['{P} uses the currency code {V}.'],
-    answer: /^[A-Z]{3}$/,
-  },
-  phone_code: {
-    canonical: 'The calling code of {N} is {V}.',
-    named: [
-      'To phone {N} from abroad, dial {V}.',
-      '{N} has the international dialling code {V}.',
-      'Telephone numbers in {N} start with {V}.',
-      "{Ns} country calling code is {V}.",
-    ],
-    pronoun: ['{Pp} calling code is {V}.'],
-    answer: /^\+\d+$/,
-  },
-  continent: {
-    named: ['{N} is in {V}.', '{N} is located in {V}.', '{N} lies in {V}.', 'On the map, {N} is part of {V}.', 'The continent of {N} is {V}.'],
-    pronoun: ['{P} lies in {V}.', '{P} is located in {V}.'],
-  },
-  currency_name: {
-    named: ['The currency of {N} is the {V}.', 'People in {N} pay with the {V}.', '{N} uses the {V} as its money.'],
-    pronoun: ['{Pp} currency is the {V}.'],
-  },
-  language: {
-    named: ['The main language of {N} is {V}.', 'Most people in {N} speak {V}.', '{V} is spoken in {N}.', '{N} uses {V} as an official language.'],
-    pronoun: ['{Pp} main language is {V}.'],
-  },
-  iso_code: {
-    named: ['The ISO country code of {N} is {V}.', '{N} has the two-letter ISO code {V}.', 'In ISO 3166, {N} is coded {V}.'],
-    pronoun: ['{Pp} two-letter ISO code is {V}.'],
-  },
-};
-
-const TEMPLATES: Record<Domain, Record<string, FieldTemplates>> = { element: ELEMENT_TEMPLATES, country: COUNTRY_TEMPLATES };
-
-/** Generic sentence forms for a field without its own templates (custom entities). */
-function genericTemplates(field: string): FieldTemplates {
-  const label = field.replace(/_/g, ' ');
-  return { named: [`The ${label} of {N} is {V}.`, `{Ns} ${label} is {V}.`], pronoun: [`{Pp} ${label} is {V}.`] };
-}
-
-function templatesFor(domain: Domain, field: string): FieldTemplates {
-  return TEMPLATES[domain][field] ?? genericTemplates(field);
-}
-
-// Article frames: {N} the name, {B} the body (the fact sentences). Shared wording across domains,
-// so that the frame does not separate documents more than the entity does.
-const FRAMES: Record<Domain, readonly string[]> = {
-  element: [
-    '{N}\n{B}',
-    'About {N}. {B}',
-    '{N}: the basics. {B}',
-    'Element: {N}. {B}',
-    'Facts about {N}. {B}',
-    '{N} is a chemical element. {B}',
-    '{B}',
-    '{B}',
-    'Notes on {N}\n{B}',
-    '{B} That is {N} in short.',
-    '{N} in brief. {B}',
-    'What is {N}? {B}',
-  ],
-  country: [
-    '{N}\n{B}',
-    'About {N}. {B}',
-    '{N}: the basics. {B}',
-    'Profile: {N}. {B}',
-    'Facts about {N}. {B}',
-    '{B}',
-    '{B}',
-    'Notes on {N}\n{B}',
-    '{B} That is {N} in short.',
-    '{N} in brief. {B}',
-    '{N} at a glance. {B}',
-  ],
-};
-
-const ALIAS_SENTENCES: readonly string[] = ['{N} is also known as {A}.', 'Another name for {N} is {A}.', '{A} is another name for {N}.'];
-
-const PRONOUNS: Record<Domain, { subject: readonly string[]; possessive: readonly string[] }> = {
-  element: { subject: ['It', 'The element', 'This element'], possessive: ['Its', "The element's"] },
-  country: { subject: ['It'], possessive: ['Its'] },
-};
-
-/** Country names English writes with "the" (the United States, the Bahamas, the Cayman Islands). */
-const THE_NAME = /(Islands|Republic|Territory|Territories)$|^(Republic|Democratic Republic|United|Isle of)\b|^(Bahamas|Netherlands|Philippines|Maldives|Comoros|Seychelles|Gambia)$/;
-
-function nameRef(e: Entity): string {
-  return e.domain === 'country' && THE_NAME.test(e.name) ? `the ${e.name}` : e.name;
-}
-
-function possessive(s: string): string {
-  return s.endsWith('s') ? `${s}'` : `${s}'s`;
-}
-
-function withArticle(v: string): string {
-  return `${/^[aeiou]/i.test(v) ? 'an' : 'a'} ${v}`;
-}
-
-function plural(v: string): string {
-  return v.endsWith('s') ? `${v}es` : `${v}s`;
-}
-
-function capitalise(s: string): string {
-  return s.length === 0 ? s : s[0]!.toUpperCase() + s.slice(1);
-}
-
-function pick<T>(rng: Rng, list: readonly T[]): T {
-  return list[rng.int(list.length)]!;
-}
-
-function fill(template: string, e: Entity, value: string, rng: Rng): string {
-  const ref = nameRef(e);
-  const pro = PRONOUNS[e.domain];
-  return capitalise(
-    template.replace(/\{(Ns|N|aV|Vpl|V|Pp|P)\}/g, (_m, key: string) => {
-      switch (key) {
-        case 'N':
-          return ref;
-        case 'Ns':
-          return possessive(ref);
-        case 'V':
-          return value;
-        case 'aV':
-          return withArticle(value);
-        case 'Vpl':
-          return plural(value);
-        case 'P':
-          return pick(rng, pro.subject);
-        default:
-          return pick(rng, pro.possessive);
-      }
-    }),
-  );
-}
-
-/** The probe prompt of a field's canonical form: everything before " {V}.". */
-function canonicalPrompt(e: Entity, t: FieldTemplates): string | undefined {
-  if (t.canonical === undefined) return undefined;
-  const head = t.canonical.slice(0, -' {V}.'.length);
-  return capitalise(head.replace(/\{N\}/g, nameRef(e)));
-}
-
 function hasDelimiter(s: string): boolean {
   return probeDelimiters.some((d) => s.includes(d));
 }
@@ -558,6 +221,7 @@ export function buildDemoCorpus(options: DemoCorpusOptions): DemoCorpus {
     }
   }
   const all = options.entities ?? loadFacts();
+  templates(); // unreadable templates fail here (E_IO), before any work
   checkEntities(all);
 
   const rng = new Rng(seed);
@@ -714,12 +378,6 @@ function probedFieldsOf(e: Entity, wanted: readonly string[]): string[] {
   return out;
 }
 
-interface Slot {
-  field: string;
-  probed: boolean;
-  /** Stated in the canonical probe form `<prompt> <answer>.`. */
-  canonical: boolean;
-}
 
 /** How many of an entity's `n` documents state each probed fact: ceil(coverage · n), at least 1. */
 export function probedStatementCount(n: number, coverage: number = DEFAULT_PROBED_COVERAGE): number {
@@ -759,28 +417,4 @@ function layoutFields(
     }
   }
   return docs;
-}
-
-function renderDocument(rng: Rng, e: Entity, slots: readonly Slot[]): string {
-  const order = rng.shuffle([...slots]);
-  const sentences: string[] = [];
-  order.forEach((slot, i) => {
-    const t = templatesFor(e.domain, slot.field);
-    const value = e.facts[slot.field]!;
-    let template: string;
-    if (slot.canonical && t.canonical !== undefined) template = t.canonical;
-    else if (i > 0 && t.pronoun.length > 0 && rng.uniform() < PRONOUN_RATE) template = pick(rng, t.pronoun);
-    // A probed fact's non-canonical statements are paraphrases; other facts use any form.
-    else template = pick(rng, slot.probed || t.canonical === undefined ? t.named : [...t.named, t.canonical]);
-    sentences.push(fill(template, e, value, rng));
-  });
-  if (e.aliases.length > 0 && rng.uniform() < ALIAS_RATE) {
-    const aliasName = pick(rng, e.aliases);
-    const alias = fill(pick(rng, ALIAS_SENTENCES), e, '', rng).replace('{A}', () => aliasName);
-    sentences.splice(Math.min(1, sentences.length), 0, alias);
-  }
-  const body = sentences.join(' ');
-  const frame = pick(rng, FRAMES[e.domain]);
-  const ref = nameRef(e);
-  return capitalise(frame.replace(/\{N\}/g, () => ref).replace('{B}', () => body));
 }

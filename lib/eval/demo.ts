@@ -12,15 +12,11 @@ import os from 'node:os';
 import { HiermemError } from '../errors.js';
 import { ByteTokenizer } from '../data/tokenizer.js';
 import { buildDemoCorpus, type DemoCorpus } from '../data/facts.js';
-import { packByLeaf, PathBatchSampler } from '../data/packing.js';
-import { AnchorModel, type Batch } from '../model/anchor.js';
+import { packByLeaf } from '../data/packing.js';
 import { anchorParamCount, type ModelConfig } from '../model/config.js';
-import { AdamW } from '../train/adamw.js';
-import { trainLoop, anchorStepper, type ProgressEvent, type TrainHistory } from '../train/trainer.js';
-import { memoryStepper } from '../train/memory-trainer.js';
-import { MemoryBank } from '../memory/bank.js';
-import { HierarchicalModel, GENERIC_PATH, type PathBatch } from '../memory/memory-model.js';
-import { memorySizes, resolveMemorySpec } from '../memory/spec.js';
+import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
+import { prepareRun, type RunOptions } from '../train/run.js';
+import { GENERIC_PATH } from '../memory/memory-model.js';
 import { RetrievalTree } from '../retrieval/tree.js';
 import { scoreProbes, type Probe, type ProbeResult } from './probes.js';
 import type { NextTokenLogits } from '../model/generate.js';
@@ -157,31 +153,21 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   let routed = 0;
   corpus.probes.forEach((pr, i) => { if (probePaths[i * p + p - 1] === major.get(pr.entity)) routed++; });
 
-  const seqs = packByLeaf({ docs, paths, levels: p }, { seqLen: plan.model.seqLen, eotId: tok.eotId, padId: tok.padId! });
+  const seqs = packByLeaf({ docs, paths, levels: p }, { seqLen: plan.model.seqLen, eotId: tok.eotId, padId: tok.padId });
   const cfg: ModelConfig = { ...plan.model, vocabSize: tok.vocabSize, seed: o.seed };
   const common = { batchSize: plan.batchSize, evalEvery: 0, warmupSteps: 20, signal: o.signal };
   const progress = (name: string) => (e: ProgressEvent) => o.onProgress?.(name, e);
-  const anchorBatches = () => new PathBatchSampler(seqs, { seed: o.seed });
+  // every run sees the same packed sequences in the same order (seed)
+  const runOptions: Omit<RunOptions, 'anchor'> = { tokenizer: tok, batchSize: plan.batchSize, seed: o.seed, weightDecay: 0.1, data: { packed: seqs } };
 
   // 1. pretrain the anchor
   phase('pretrain');
-  const anchor = AnchorModel.create(cfg, { maxBatch: plan.batchSize });
-  const anchorOpt = new AdamW(anchor, { weightDecay: 0.1 });
+  const pre = await prepareRun({ ...runOptions, anchor: { config: cfg } });
   let t = performance.now();
-  const preHist = await trainLoop<Batch>(anchorStepper(anchor, anchorOpt, tok), anchorBatches(), undefined, undefined,
-    { ...common, steps: plan.pretrainSteps, lr: plan.pretrainLr, minLr: plan.pretrainLr / 10, onProgress: progress('pretrain') }, cfg.seqLen);
+  const preHist = await pre.train({ ...common, steps: plan.pretrainSteps, lr: plan.pretrainLr, minLr: plan.pretrainLr / 10, onProgress: progress('pretrain') });
   const pretrainSeconds = (performance.now() - t) / 1000;
-  const pretrained = Float32Array.from(anchor.params);
-  const pretrainedM = Float32Array.from(anchorOpt.m), pretrainedV = Float32Array.from(anchorOpt.v);
-  const continued = (): { model: AnchorModel; opt: AdamW } => {
-    const m = AnchorModel.create(cfg, { maxBatch: plan.batchSize, skipInit: true });
-    m.params.set(pretrained);
-    const opt = new AdamW(m, { weightDecay: 0.1 });
-    opt.m.set(pretrainedM);
-    opt.v.set(pretrainedV);
-    opt.stepCount = anchorOpt.stepCount;
-    return { model: m, opt };
-  };
+  // each continued run trains a copy of the pretrained anchor and its optimizer state
+  const pretrained = { model: pre.model, optimizer: pre.optimizer };
   const contOpts = { ...common, steps: plan.continueSteps, lr: plan.continueLr, minLr: plan.continueLr / 10 };
   const anchorParams = anchorParamCount(cfg);
   const probes: Probe[] = corpus.probes;
@@ -194,10 +180,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
 
   // 2a. anchor alone, continued
   phase('anchor');
-  const a = continued();
+  const a = await prepareRun({ ...runOptions, anchor: { ...pretrained, fork: true } });
   t = performance.now();
-  const aHist = await trainLoop<Batch>(anchorStepper(a.model, a.opt, tok), anchorBatches(), undefined, undefined,
-    { ...contOpts, onProgress: progress('anchor') }, cfg.seqLen);
+  const aHist = await a.train({ ...contOpts, onProgress: progress('anchor') });
   const aSeconds = pretrainSeconds + (performance.now() - t) / 1000;
   phase('eval anchor');
   const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx), 12, evalTick('eval anchor'));
@@ -205,24 +190,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     buckets: bucketsOf(aRes), rare: 0, trainSeconds: aSeconds, losses: joinLosses(aHist) });
 
   // 2b/2c. memory models: generic only, and fetched (with the paper's 1/(k+1) generic mixing)
-  const spec = resolveMemorySpec({ k: plan.tree.k, levels: plan.levels, generic: true }, cfg);
-  const sizes = memorySizes(spec, cfg, anchorParams);
   const memoryRun = async (name: 'generic' | 'fetched') => {
     phase(name);
-    const c = continued();
-    const bank = MemoryBank.createInMemory(spec, cfg.dModel, { seed: o.seed + 17 });
-    const hm = HierarchicalModel.fromAnchor(c.model, bank, plan.batchSize);
-    const opt = new AdamW(hm.anchor, { weightDecay: 0.1 });
-    opt.m.set(c.opt.m);
-    opt.v.set(c.opt.v);
-    opt.stepCount = c.opt.stepCount;
-    const sampler = new PathBatchSampler(seqs, { seed: o.seed, genericK: name === 'fetched' ? plan.tree.k : 0 });
-    const source = name === 'generic'
-      ? { next: (b: number): PathBatch => { const x = sampler.next(b); x.paths.fill(GENERIC_PATH); return x; } }
-      : sampler;
+    const run = await prepareRun({
+      ...runOptions, anchor: pretrained,
+      memory: { tree, levels: plan.levels, bankSeed: o.seed + 17, routing: name === 'fetched' ? 'tree' : 'generic' },
+      memoryTraining: { mode: 'cotrain', memoryLrScale: plan.memoryLrScale },
+    });
+    const { hm, sizes } = run.memory!;
     t = performance.now();
-    const hist = await trainLoop<PathBatch>(memoryStepper(hm, opt, tok, { mode: 'cotrain', memoryLrScale: plan.memoryLrScale }), source,
-      undefined, undefined, { ...contOpts, onProgress: progress(name) }, cfg.seqLen);
+    const hist = await run.train({ ...contOpts, onProgress: progress(name) });
     const seconds = pretrainSeconds + (performance.now() - t) / 1000;
     phase(`eval ${name}`);
     const genericPath = new Int32Array(p).fill(GENERIC_PATH);
@@ -246,14 +223,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   // 2d. dense model with ~2x the anchor's parameters, all the tokens from scratch
   phase('dense2x');
   const dcfg: ModelConfig = { ...plan.dense2x, vocabSize: tok.vocabSize, seed: o.seed };
-  const dense = AnchorModel.create(dcfg, { maxBatch: plan.batchSize });
-  const dOpt = new AdamW(dense, { weightDecay: 0.1 });
+  const dense = await prepareRun({ ...runOptions, anchor: { config: dcfg } });
   t = performance.now();
-  const dHist = await trainLoop<Batch>(anchorStepper(dense, dOpt, tok), anchorBatches(), undefined, undefined,
-    { ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10, onProgress: progress('dense2x') }, dcfg.seqLen);
+  const dHist = await dense.train({ ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10,
+    onProgress: progress('dense2x') });
   const dSeconds = (performance.now() - t) / 1000;
   phase('eval dense2x');
-  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.nextTokenLogits(ctx), 12, evalTick('eval dense2x'));
+  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.model.nextTokenLogits(ctx), 12, evalTick('eval dense2x'));
   const dParams = anchorParamCount(dcfg);
   reports.push({ name: 'dense2x', params: { anchor: dParams, fetched: 0, bank: 0, active: dParams }, overall: dRes.overall,
     buckets: bucketsOf(dRes), rare: 0, trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });

@@ -1,0 +1,178 @@
+/**
+ * `hiermem train`: reads the corpus, sets the run up (lib/train/run.ts), trains with a progress
+ * bar, and writes metrics, the loss chart and the summary.
+ */
+import { mkdir, writeFile, appendFile } from 'node:fs/promises';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { HiermemError } from '../errors.js';
+import { loadNative } from '../native.js';
+import { resolveBackend, type Backend } from '../backend.js';
+import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
+import { ByteTokenizer } from '../data/tokenizer.js';
+import { loadSampleCorpus, readJsonlDocuments, readTextDocuments, SAMPLE_CORPUS_PATH } from '../data/corpus.js';
+import { splitDocuments } from '../data/stream.js';
+import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
+import type { MemoryTrainMode } from '../train/memory-trainer.js';
+import { CHECKPOINT_FILE, prepareRun } from '../train/run.js';
+import { lineChartSvg } from '../eval/svg.js';
+import { readModelConfigFile } from '../io/model-config.js';
+
+export async function loadDocs(corpus: string | undefined, format: string, field: string): Promise<string[]> {
+  if (!corpus) return loadSampleCorpus();
+  if (format === 'jsonl') return readJsonlDocuments(corpus, field);
+  return readTextDocuments(corpus, { separator: format === 'lines' ? 'line' : 'blank-line' });
+}
+
+export interface TrainFlags {
+  corpus?: string; format: string; field: string; preset: string; steps: number; batchSize: number; lr: number;
+  minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string;
+  /** A checkpoint file or run folder; true (bare --resume): the --out folder's checkpoint. */
+  resume?: string | true;
+  evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
+  tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
+  anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
+}
+
+/** The model config: a preset, overridden field by field by a JSON file (--config). */
+async function modelConfigOf(f: TrainFlags, vocabSize: number): Promise<Partial<ModelConfig> & { vocabSize: number }> {
+  const preset = MODEL_PRESETS[f.preset];
+  if (!preset) throw new HiermemError('E_INVALID_ARGUMENT', `unknown preset "${f.preset}" (have: ${Object.keys(MODEL_PRESETS).join(', ')})`);
+  const extra: Partial<ModelConfig> = f.config ? await readModelConfigFile(f.config) : {};
+  const cfg = { ...preset, seed: f.seed, ...extra, vocabSize } as Partial<ModelConfig> & { vocabSize: number };
+  try {
+    resolveModelConfig(cfg);
+  } catch (e) {
+    if (e instanceof HiermemError && f.config) throw new HiermemError(e.code, `${f.config}: ${e.message}`, { cause: e });
+    throw e;
+  }
+  return cfg;
+}
+
+/** Reads the corpus and splits off validation documents. */
+async function prepareCorpus(f: TrainFlags) {
+  const format = f.format === 'text' && f.corpus?.endsWith('.jsonl') ? 'jsonl' : f.format;
+  const docs = await loadDocs(f.corpus, format, f.field);
+  return { docs, ...splitDocuments(docs, 0.05) };
+}
+
+/** The opening words of a document (at most 4, and 40 characters): the prompt of train's sample. */
+function openingWords(doc: string | undefined): string {
+  let out = '';
+  for (const w of (doc ?? '').trim().split(/\s+/).slice(0, 4)) {
+    const next = out ? `${out} ${w}` : w;
+    if (out && next.length > 40) break;
+    out = next;
+  }
+  return out.slice(0, 40);
+}
+
+export async function cmdTrain(f: TrainFlags): Promise<void> {
+  if (f.threads) loadNative().setNumThreads(f.threads);
+  // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
+  const backend = resolveBackend(f.backend);
+  const tokenizer = new ByteTokenizer();
+  const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
+  const ckPath = path.join(f.out, CHECKPOINT_FILE);
+  // bare --resume: the checkpoint this run's --out folder holds
+  const resume = f.resume === true ? ckPath : f.resume;
+  const modelConfig = resume === undefined && !f.anchor ? await modelConfigOf(f, tokenizer.vocabSize) : undefined;
+  const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
+
+  const run = await prepareRun({
+    tokenizer, batchSize: f.batchSize, seed: f.seed, weightDecay: f.weightDecay, backend, outDir: f.out,
+    data: { documents: { train: trainDocs, val: valDocs } },
+    ...(resume !== undefined ? { resume } : { anchor: f.anchor ? { checkpoint: f.anchor } : { config: modelConfig! } }),
+    ...(f.tree !== undefined ? {
+      memory: {
+        tree: f.tree, levels: f.memoryLevels.split(',').map((x) => Number(x.trim())),
+        ...(f.bankFile ? { bankFile: path.join(f.out, 'bank.work.safetensors') } : {}),
+      },
+    } : {}),
+    memoryTraining: { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay },
+  });
+  await mkdir(f.out, { recursive: true });
+  const { model, start } = run;
+  const memoryRun = run.memory !== undefined;
+  const metricsPath = path.join(f.out, 'metrics.jsonl');
+  if (!start) await writeFile(metricsPath, '');
+  const flopsPerToken = trainFlopsPerToken(model.config);
+  log(`hiermem: ${docs.length} documents from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
+  const origin = run.resumed ? `resumed ${run.resumed}` : f.anchor ? `from ${f.anchor}` : f.config ?? f.preset;
+  const mem = run.memory;
+  const describe = mem
+    ? `anchor ${model.paramCount.toLocaleString('en-US')} params (${origin}) + memories (${f.memoryMode}; tree k ${mem.tree.k}, p ${mem.tree.p}; fetched ${mem.sizes.fetchedParams.toLocaleString('en-US')}, bank ${mem.sizes.bankParams.toLocaleString('en-US')})`
+    : `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${origin})`;
+  log(`hiermem: ${describe}, ${backend === 'cuda' ? 'CUDA backend' : `${loadNative().getNumThreads()} threads`}, writing ${f.out}`);
+
+  const bar = f.progress
+    ? new cliProgress.SingleBar({
+        format: 'train {bar} {value}/{total} | loss {loss} | val {val} | {tps} tok/s | {gflops} GFLOP/s | ETA {eta_formatted}',
+        noTTYOutput: true, notTTYSchedule: 5000, stream: process.stderr, hideCursor: true,
+      }, cliProgress.Presets.shades_classic)
+    : null;
+  bar?.start(f.steps, start?.step ?? 0, { loss: '-', val: '-', tps: '-', gflops: '-' });
+  let lastVal = '-';
+  const lines: string[] = [];
+  const controller = new AbortController();
+  const onProgress = (e: ProgressEvent) => {
+    if (f.stopAfter !== undefined && e.step >= f.stopAfter) controller.abort();
+    if (e.valLoss !== undefined) lastVal = e.valLoss.toFixed(3);
+    lines.push(JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, valLoss: e.valLoss, tokensSeen: e.tokensSeen, tokensPerSec: e.tokensPerSec }));
+    bar?.update(e.step, {
+      loss: e.loss.toFixed(3), val: lastVal, tps: Math.round(e.tokensPerSec).toLocaleString('en-US'),
+      gflops: ((e.tokensPerSec * flopsPerToken) / 1e9).toFixed(1),
+    });
+  };
+  const onSigint = () => controller.abort();
+  process.once('SIGINT', onSigint);
+  let hist: TrainHistory;
+  try {
+    hist = await run.train(
+      { steps: f.steps, batchSize: f.batchSize, lr: f.lr, minLr: f.minLr, warmupSteps: f.warmup, evalEvery: f.evalEvery,
+        checkpointEvery: f.checkpointEvery, checkpointPath: ckPath, signal: controller.signal, onProgress });
+  } catch (e) {
+    // --stop-after: a planned stop (checkpoint written), not a failure
+    if (!(e instanceof HiermemError && e.code === 'E_ABORTED' && f.stopAfter !== undefined)) throw e;
+    const done = lines.map((l) => JSON.parse(l) as { step: number; loss: number });
+    hist = { steps: done.map((d) => d.step), losses: done.map((d) => d.loss), valSteps: [], valLosses: [], skippedSteps: 0,
+      tokensPerSec: 0, elapsedSec: 0 };
+  } finally {
+    process.off('SIGINT', onSigint);
+    bar?.stop();
+    run.dispose(); // the host model was synced by trainLoop (or by its last checkpoint)
+    await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
+  }
+  await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [
+    { name: 'train', x: hist.steps, y: hist.losses },
+    { name: 'validation', x: hist.valSteps, y: hist.valLosses },
+  ]));
+  // the sample continues the opening of a held-out document (the first training one if none)
+  const prompt = openingWords(valDocs[0]) || openingWords(trainDocs[0]);
+  const sample = prompt ? prompt + (await run.continuation(prompt, 80)) : '';
+  const summary = {
+    steps: f.steps,
+    tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * model.config.seqLen : 0,
+    seconds: hist.elapsedSec,
+    finalLoss: hist.losses.length ? hist.losses[hist.losses.length - 1] : null,
+    valLoss: hist.valLosses.length ? hist.valLosses[hist.valLosses.length - 1] : null,
+    tokensPerSec: hist.tokensPerSec,
+    gflopsPerSec: (hist.tokensPerSec * flopsPerToken) / 1e9,
+    elapsedSec: hist.elapsedSec,
+    skippedSteps: hist.skippedSteps,
+    paramCount: model.paramCount,
+    memory: memoryRun,
+    threads: loadNative().getNumThreads(),
+    backend,
+    config: model.config,
+    checkpoint: ckPath,
+    ...(sample ? { sample } : {}),
+  };
+  await writeFile(path.join(f.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  else {
+    log(`hiermem: done: train loss ${summary.finalLoss?.toFixed(3)}, val loss ${summary.valLoss?.toFixed(3)}, ${Math.round(hist.tokensPerSec)} tok/s`);
+    if (sample) log(`hiermem: sample (greedy): ${summary.sample!.replace(/\n/g, ' ')}`);
+    log(`hiermem: wrote ${ckPath}, ${path.join(f.out, 'loss.svg')}, ${metricsPath}, summary.json`);
+  }
+}
