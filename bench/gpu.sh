@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/gpu.sh — the one-command GPU check of issue #8, for the GPU test machine (one H100; nvcc, CMake,
-# ninja and PyTorch with CUDA; no Node.js, no OpenBLAS guaranteed, no network). In 10 minutes at most:
+# ninja and PyTorch with CUDA; no Node.js, no network). In 10 minutes at most:
 #   1. configure + build hiermem_cuda, hiermem_cuda_harness, hiermem_cuda_bench with plain CMake
-#      (no cmake-js; without OpenBLAS, CMake links the naive cuda/test/cblas_fallback.cc for the twins),
+#      (no cmake-js; the CPU twins need no BLAS: cpp/kernels/gemm.cc is our own GEMM),
 #      while bench/peers/torch_gpu.py measures the cuBLAS references on the idle GPU (torch needs no build)
 #   2. the harness (every CUDA kernel against its CPU twin), then compute-sanitizer memcheck on a few
 #      small tests if time allows
-#   3. hiermem_cuda_bench (gather, GEMM, fused FFN memory, training step, host-tier overlap)
+#   3. hiermem_cuda_bench (gather, GEMM, fused FFN memory, training step, host-tier overlap, and the
+#      step `train --backend cuda` runs with the bank in host memory: cuda/bench/pipeline.cu)
 #   4. a table of ours vs reference vs target, printed LAST.
 # Every stage runs under `timeout` against one time budget; a failing stage is reported and the script
 # goes on to the table. Logs go to $OUT when set (at most 8 files come back from there), else to
@@ -80,9 +81,6 @@ else
   ninja --version 2>&1 | sed 's/^/ninja /'
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1
   command -v node >/dev/null && echo "node: $(node --version)" || echo "node: absent (fine: plain CMake builds the CUDA targets)"
-  for h in /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/openblas/cblas.h /usr/include/cblas.h; do
-    [ -f "$h" ] && echo "cblas.h: $h"
-  done
   git -C "$ROOT" log --oneline -1 2>/dev/null
   git -C "$ROOT" status --short 2>/dev/null | head -40
 } >"$BUILD_LOG" 2>&1
@@ -267,6 +265,14 @@ ov = get(b, 'overlap') or {}
 hid = ov.get('hidden_fraction')
 add(f'H2D overlap: % of the copy hidden ({fmt(get(ov, "copy", "median_ms"))} ms copy)', 100 * hid if num(hid) else None,
     None, hid, '-', None, ours_unit='%')
+
+# the step train --backend cuda runs (host bank): serial as the binding does it, and with the next
+# batch's gather + upload overlapped
+pl = get(b, 'pipeline') or {}
+add(f'host-bank step tokens/s (B={pl.get("batch", "?")}, serial; {fmt(get(pl, "serial", "host_gather", "median_ms"))} ms gather,'
+    f' {fmt(get(pl, "serial", "upload", "median_ms"))} ms upload)', pl.get('serial_tokens_per_s'), None, None, '-', None)
+add('host-bank step tokens/s, next gather + upload overlapped', pl.get('overlapped_tokens_per_s'),
+    pl.get('serial_tokens_per_s'), ratio_of(pl.get('overlapped_tokens_per_s'), pl.get('serial_tokens_per_s')), '-', None)
 
 # ---- print: stages, notes, then the table
 print('== stages')

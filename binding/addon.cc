@@ -3,13 +3,11 @@
 
 #include "args.h"
 #include "binding.h"
-#include "matmul.h"
+#include "kernels/gemm.h"
 #include "parallel.h"
 
 
 namespace hmb {
-
-void RegisterCuda(Napi::Env env, Napi::Object exports);  // cuda.cc: the dlopen'ed CUDA backend
 
 static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   hm::set_num_threads((int)get_int(info, 0, "n", 1, 256));

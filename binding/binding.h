@@ -12,6 +12,7 @@ void RegisterKernels(Napi::Env env, Napi::Object exports);
 void RegisterOptimizer(Napi::Env env, Napi::Object exports);
 void RegisterModel(Napi::Env env, Napi::Object exports);
 void RegisterMemory(Napi::Env env, Napi::Object exports);
+void RegisterCuda(Napi::Env env, Napi::Object exports);  // cuda_lib.cc: the dlopen'ed CUDA backend
 
 // Runs `work` on a libuv worker thread and resolves a Promise with `result()` on the JS thread.
 // The JS objects in `keep_alive` (buffers the work reads or writes) are referenced until then.

@@ -7,10 +7,11 @@
 #include "kernels/classifier.h"
 #include "kernels/embedding.h"
 #include "kernels/ffn_memory.h"
+#include "kernels/fma_peak.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
-#include "matmul.h"
+#include "kernels/ffn.h"
+#include "kernels/linear.h"
 #include "parallel.h"
 #include "args.h"
 #include "binding.h"
@@ -319,6 +320,23 @@ static Napi::Value FfnMemoryBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The machine's fp32 FMA peak (bench limit): a register-bound FMA loop of `iters` iterations on
+// every pool thread at the GEMM's SIMD level; returns what it did and how long it took.
+static Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  const int64_t iters = get_int(info, 0, "iters", 1, int64_t(1) << 40);
+  const FmaPeakResult r = fma_peak(iters);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("flops", r.flops);
+  o.Set("seconds", r.seconds);
+  o.Set("threads", r.threads);
+  o.Set("lanes", r.lanes);
+  o.Set("chains", r.chains);
+  o.Set("level", r.level);
+  o.Set("sink", r.sink);
+  return o;
+}
+
 void RegisterKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("ffnMemoryForward", Napi::Function::New(env, FfnMemoryForward));
   exports.Set("ffnMemoryBackward", Napi::Function::New(env, FfnMemoryBackward));
@@ -338,6 +356,7 @@ void RegisterKernels(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulNT", Napi::Function::New(env, MatmulNT));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("copyParallel", Napi::Function::New(env, CopyParallel));
+  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
 }
 
 }  // namespace hmb

@@ -1,77 +1,25 @@
 // memory.cc — the NativeMemoryBank object (RAM or memory-mapped file) and its kernels: gather,
 // scatter-add and row-sparse AdamW. Paths, block lists and buffer sizes are validated here.
+// gather / scatterAdd / adamwUpdate also run as AsyncWorkers (…Async: a Promise), since a
+// memory-mapped bank can wait on the disk; while one runs the bank is busy: every other call that
+// touches its data is rejected with E_BUSY (never a data race).
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 
 #include "args.h"
 #include "binding.h"
 #include "kernels/memory.h"
 #include "memory/bank.h"
+#include "memory_layout.h"
 
 namespace hmb {
 using namespace hm;
-
-MemoryLayout parse_memory_layout(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory spec must be an object");
-  auto o = v.As<Napi::Object>();
-  auto integer = [&](const char* key, int64_t lo, int64_t hi) {
-    auto x = o.Get(key);
-    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
-    if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
-      fail(env, "E_CONFIG_INVALID", std::string("memory spec: ") + key + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    return (int64_t)d;
-  };
-  MemoryLayout L;
-  L.k = integer("k", 2, 1 << 16);
-  L.Lm = integer("memoryLayers", 1, 4096);
-  L.d = integer("dModel", 1, 1 << 16);
-  auto levels = o.Get("levels");
-  if (!levels.IsArray()) fail(env, "E_CONFIG_INVALID", "memory spec: levels must be an array of block multipliers r_l");
-  auto arr = levels.As<Napi::Array>();
-  L.p = arr.Length();
-  if (L.p < 1 || L.p > 16) fail(env, "E_CONFIG_INVALID", "memory spec: need 1 to 16 levels");
-  double nodes = 1;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value x = arr.Get(i);
-    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
-    if (!std::isfinite(d) || d != std::floor(d) || d < 0 || d > (1 << 20))
-      fail(env, "E_CONFIG_INVALID", "memory spec: levels[" + std::to_string(i) + "] must be an integer r_l >= 0");
-    L.r.push_back((int64_t)d);
-    nodes *= (double)L.k;
-    if (nodes > 2147483647.0) fail(env, "E_CONFIG_INVALID", "memory spec: k^p exceeds 2^31 nodes");
-  }
-  if (L.R() == 0) fail(env, "E_CONFIG_INVALID", "memory spec: every level has r_l = 0 (no memory)");
-  L.generic = o.Get("generic").ToBoolean();
-  L.optimizer = o.Get("optimizer").ToBoolean();
-  double bytes = 0;
-  for (int64_t l = 0; l <= L.p; l++) if (L.has_level(l)) bytes += 4.0 * (double)L.nodes(l) * (double)L.block_floats(l);
-  if (bytes > 9.0e18 / 4) fail(env, "E_CONFIG_INVALID", "memory spec: bank size overflows");
-  return L;
-}
-
-static Napi::Value MemoryBankTensors(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  auto L = parse_memory_layout(env, info[0]);
-  auto ts = bank_tensors(L);
-  auto arr = Napi::Array::New(env, ts.size());
-  for (size_t i = 0; i < ts.size(); i++) {
-    auto o = Napi::Object::New(env);
-    o.Set("name", ts[i].name);
-    o.Set("dtype", ts[i].is_f32 ? "F32" : "I32");
-    auto shape = Napi::Array::New(env, ts[i].shape.size());
-    for (size_t j = 0; j < ts[i].shape.size(); j++) shape.Set((uint32_t)j, Napi::Number::New(env, (double)ts[i].shape[j]));
-    o.Set("shape", shape);
-    o.Set("level", Napi::Number::New(env, (double)ts[i].level));
-    o.Set("byteOffset", Napi::Number::New(env, (double)ts[i].byte_offset));
-    o.Set("byteSize", Napi::Number::New(env, (double)ts[i].byte_size));
-    arr.Set((uint32_t)i, o);
-  }
-  return arr;
-}
 
 // (level, node) must name a block this bank has (a level with r > 0, or the generic level p).
 static void check_block(Napi::Env env, const MemoryLayout& L, int64_t l, int64_t node) {
@@ -84,9 +32,12 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeMemoryBank", {
       InstanceMethod<&NativeMemoryBank::Gather>("gather"),
+      InstanceMethod<&NativeMemoryBank::GatherAsync>("gatherAsync"),
       InstanceMethod<&NativeMemoryBank::UniqueBlocks>("uniqueBlocks"),
       InstanceMethod<&NativeMemoryBank::ScatterAdd>("scatterAdd"),
+      InstanceMethod<&NativeMemoryBank::ScatterAddAsync>("scatterAddAsync"),
       InstanceMethod<&NativeMemoryBank::AdamwUpdate>("adamwUpdate"),
+      InstanceMethod<&NativeMemoryBank::AdamwUpdateAsync>("adamwUpdateAsync"),
       InstanceMethod<&NativeMemoryBank::ReadBlock>("readBlock"),
       InstanceMethod<&NativeMemoryBank::WriteBlock>("writeBlock"),
       InstanceMethod<&NativeMemoryBank::BlockSteps>("blockSteps"),
@@ -100,6 +51,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
       InstanceMethod<&NativeMemoryBank::Close>("close"),
       InstanceAccessor<&NativeMemoryBank::Bytes>("bytes"),
       InstanceAccessor<&NativeMemoryBank::IsFile>("isFile"),
+      InstanceAccessor<&NativeMemoryBank::Busy>("busy"),
     });
   }
 
@@ -133,9 +85,42 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
 
   MemoryBank* bank() { return bank_.get(); }
 
+  // The bank, open (for its layout and hints, which an asynchronous call does not change).
   MemoryBank& live(Napi::Env env) {
     if (!bank_) fail(env, "E_DISPOSED", "this memory bank was closed");
     return *bank_;
+  }
+  // The bank, open and with no asynchronous call running (for anything that reads or writes its data).
+  MemoryBank& idle(Napi::Env env) {
+    auto& b = live(env);
+    if (busy_) fail(env, "E_BUSY", "this memory bank is already running an asynchronous call; await it first");
+    return b;
+  }
+
+  // A job's error (on a worker thread, where no JS error can be made): "[CODE] message".
+  [[noreturn]] static void job_fail(const char* code, const std::string& msg) {
+    throw std::runtime_error(std::string("[") + code + "] " + msg);
+  }
+
+  // Runs a validated job now, or (async) on a libuv worker thread, resolving a Promise; the bank
+  // and the JS buffers in `keep` stay alive, and the bank busy, until it settles.
+  Napi::Value run(const Napi::CallbackInfo& info, bool async, std::function<void()> job, std::vector<Napi::Value> keep) {
+    auto env = info.Env();
+    if (!async) {
+      try {
+        job();
+      } catch (const std::runtime_error& e) {
+        throw Napi::Error::New(env, e.what());
+      }
+      return env.Undefined();
+    }
+    keep.push_back(Value());
+    busy_ = true;
+    auto* w = new PromiseWorker(env, std::move(job), [](Napi::Env e) { return e.Undefined(); }, std::move(keep),
+                                [this] { busy_ = false; });
+    auto p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   // paths (S, p), validated: each slot is either generic (paths[s*p] == -1, bank has a generic
@@ -181,15 +166,24 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     return out;
   }
 
-  Napi::Value Gather(const Napi::CallbackInfo& info) {
+  // (fetched, paths): the bank readies the blocks (lazy init, page-in), then a pure copy.
+  Napi::Value GatherImpl(const Napi::CallbackInfo& info, bool async) {
     auto env = info.Env();
-    auto& bank = live(env);
+    auto& bank = idle(env);
     int64_t S;
-    const int32_t* paths = get_paths(env, info[1], &S);
+    const int32_t* pv = get_paths(env, info[1], &S);
     float* fetched = get_array<float>(info, 0, "fetched", S * bank.layout().slot_floats());
-    memory_gather(fetched, bank, paths, S);
-    return env.Undefined();
+    // a copy: the worker must not read paths that JS may change after they were validated
+    auto paths = std::make_shared<std::vector<int32_t>>(pv, pv + S * bank.layout().p);
+    MemoryBank* b = &bank;
+    return run(info, async, [b, fetched, paths, S] {
+      auto blocks = memory_unique_blocks(b->layout(), paths->data(), S);
+      auto src = b->prepare_gather(blocks);
+      memory_gather(fetched, b->layout(), blocks, src.weights.data(), paths->data(), S);
+    }, {info[0]});
   }
+  Napi::Value Gather(const Napi::CallbackInfo& info) { return GatherImpl(info, false); }
+  Napi::Value GatherAsync(const Napi::CallbackInfo& info) { return GatherImpl(info, true); }
 
   Napi::Value UniqueBlocks(const Napi::CallbackInfo& info) {
     auto env = info.Env();
@@ -205,34 +199,31 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   }
 
   // (dblocks, blocks, dfetched, paths)
-  Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
+  Napi::Value ScatterAddImpl(const Napi::CallbackInfo& info, bool async) {
     auto env = info.Env();
-    auto& bank = live(env);
-    const auto& L = bank.layout();
-    auto blocks = get_blocks(env, info[1]);
+    const auto& L = idle(env).layout();
+    auto blocks = std::make_shared<std::vector<BlockId>>(get_blocks(env, info[1]));
     int64_t S;
-    const int32_t* paths = get_paths(env, info[3], &S);
-    float* dblocks = get_array<float>(info, 0, "dblocks", memory_blocks_floats(L, blocks));
+    const int32_t* pv = get_paths(env, info[3], &S);
+    float* dblocks = get_array<float>(info, 0, "dblocks", memory_blocks_floats(L, *blocks));
     const float* dfetched = get_array<float>(info, 2, "dfetched", S * L.slot_floats());
-    memory_scatter_add(dblocks, L, blocks, dfetched, paths, S);
-    return env.Undefined();
+    auto paths = std::make_shared<std::vector<int32_t>>(pv, pv + S * L.p);
+    const MemoryLayout* lp = &L;
+    return run(info, async, [lp, blocks, dblocks, dfetched, paths, S] {
+      memory_scatter_add(dblocks, *lp, *blocks, dfetched, paths->data(), S);
+    }, {info[0], info[2]});
   }
+  Napi::Value ScatterAdd(const Napi::CallbackInfo& info) { return ScatterAddImpl(info, false); }
+  Napi::Value ScatterAddAsync(const Napi::CallbackInfo& info) { return ScatterAddImpl(info, true); }
 
   // (blocks, dblocks, hyper {lr, beta1, beta2, eps, gradScale}, weightDecay)
-  Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) {
+  Napi::Value AdamwUpdateImpl(const Napi::CallbackInfo& info, bool async) {
     auto env = info.Env();
-    auto& bank = live(env);
+    auto& bank = idle(env);
     if (!bank.layout().optimizer) fail(env, "E_CONFIG_INVALID", "this bank was created without optimizer state");
     if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
-    auto blocks = get_blocks(env, info[0]);
-    // step counts come from a file: one that cannot be incremented is corrupt, not an overflow
-    for (const auto& b : blocks) {
-      const int32_t s = bank.steps(b.first)[b.second];
-      if (s < 0 || s == INT32_MAX)
-        fail(env, "E_CHECKPOINT_CORRUPT", "block (" + std::to_string(b.first) + ", " + std::to_string(b.second) + ") has step count " +
-                                              std::to_string(s) + ": the bank's optimizer state is corrupt");
-    }
-    const float* dblocks = get_array<float>(info, 1, "dblocks", memory_blocks_floats(bank.layout(), blocks));
+    auto blocks = std::make_shared<std::vector<BlockId>>(get_blocks(env, info[0]));
+    const float* dblocks = get_array<float>(info, 1, "dblocks", memory_blocks_floats(bank.layout(), *blocks));
     if (info.Length() < 3 || !info[2].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
     auto h = info[2].As<Napi::Object>();
     auto num = [&](const char* k) {
@@ -246,12 +237,24 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
       fail(env, "E_INVALID_ARGUMENT", "need 0 <= beta1, beta2 < 1 and eps > 0");
     double wd = get_double(info, 3, "weightDecay");
     if (wd < 0) fail(env, "E_INVALID_ARGUMENT", "weightDecay must be >= 0");
-    memory_adamw(bank, blocks, dblocks, (float)wd, hyper);
-    return env.Undefined();
+    MemoryBank* b = &bank;
+    return run(info, async, [b, blocks, dblocks, wd, hyper] {
+      // step counts come from a file (read here, off the main thread: they may be on disk); one
+      // that cannot be incremented is corrupt, not an overflow. Checked before anything changes.
+      for (const auto& blk : *blocks) {
+        const int32_t s = b->steps(blk.first)[blk.second];
+        if (s < 0 || s == INT32_MAX)
+          job_fail("E_CHECKPOINT_CORRUPT", "block (" + std::to_string(blk.first) + ", " + std::to_string(blk.second) +
+                                               ") has step count " + std::to_string(s) + ": the bank's optimizer state is corrupt");
+      }
+      memory_adamw(*b, *blocks, dblocks, (float)wd, hyper);
+    }, {info[1]});
   }
+  Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) { return AdamwUpdateImpl(info, false); }
+  Napi::Value AdamwUpdateAsync(const Napi::CallbackInfo& info) { return AdamwUpdateImpl(info, true); }
 
   float* block_ptr(Napi::Env env, const std::string& kind, int64_t l, int64_t node) {
-    auto& bank = live(env);
+    auto& bank = idle(env);
     const auto& L = bank.layout();
     check_block(env, L, l, node);
     if (kind == "weight") return bank.weight(l, node);
@@ -268,7 +271,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     std::string kind = get_string(info, 0, "kind");
     int64_t l = get_int(info, 1, "level", 0, 64), node = get_int(info, 2, "node", 0, INT32_MAX);
     float* src = block_ptr(env, kind, l, node);
-    auto& bank = live(env);
+    auto& bank = idle(env);
     float* out = get_array<float>(info, 3, "out", bank.layout().block_floats(l));
     if (kind == "weight" && !bank.initialized(l)[node]) bank.init_values(l, node, out);
     else std::memcpy(out, src, sizeof(float) * bank.layout().block_floats(l));
@@ -280,7 +283,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
     std::string kind = get_string(info, 0, "kind");
     int64_t l = get_int(info, 1, "level", 0, 64), node = get_int(info, 2, "node", 0, INT32_MAX);
     float* dst = block_ptr(env, kind, l, node);
-    auto& bank = live(env);
+    auto& bank = idle(env);
     if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
     const float* src = get_array<float>(info, 3, "data", bank.layout().block_floats(l));
     if (kind == "weight") bank.initialized(l)[node] = 1;
@@ -291,7 +294,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
 
   Napi::Value BlockSteps(const Napi::CallbackInfo& info) {
     auto env = info.Env();
-    auto& bank = live(env);
+    auto& bank = idle(env);
     int64_t l = get_int(info, 0, "level", 0, 64), node = get_int(info, 1, "node", 0, INT32_MAX);
     const auto& L = bank.layout();
     check_block(env, L, l, node);
@@ -310,21 +313,21 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   Napi::Value PinLevels(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     std::string err;
-    if (!live(env).pin_levels(get_int(info, 0, "levels", 0, 64), &err)) return Napi::String::New(env, err);
+    if (!idle(env).pin_levels(get_int(info, 0, "levels", 0, 64), &err)) return Napi::String::New(env, err);
     return env.Null();
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     std::string err;
-    if (!live(env).flush(&err)) fail(env, "E_IO", err);
+    if (!idle(env).flush(&err)) fail(env, "E_IO", err);
     return env.Undefined();
   }
 
   Napi::Value ReleasePageCache(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     std::string err;
-    if (!live(env).release_page_cache(&err)) fail(env, "E_IO", err);
+    if (!idle(env).release_page_cache(&err)) fail(env, "E_IO", err);
     return env.Undefined();
   }
 
@@ -335,7 +338,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   // (path, dataStart): writes the data section into an existing file at dataStart and fsyncs it.
   Napi::Value SaveData(const Napi::CallbackInfo& info) {
     auto env = info.Env();
-    auto& bank = live(env);
+    auto& bank = idle(env);
     std::string path = get_string(info, 0, "path");
     if (path.empty() || path.find('\0') != std::string::npos) fail(env, "E_INVALID_ARGUMENT", "path must be a non-empty path without NUL bytes");
     int64_t off = get_int(info, 1, "dataStart", 8, INT64_C(1) << 50);
@@ -350,7 +353,7 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
 
   Napi::Value LoadData(const Napi::CallbackInfo& info) {
     auto env = info.Env();
-    auto& bank = live(env);
+    auto& bank = idle(env);
     if (!bank.writable()) fail(env, "E_INVALID_ARGUMENT", "this bank is read-only");
     std::string path = get_string(info, 0, "path");
     if (path.empty() || path.find('\0') != std::string::npos) fail(env, "E_INVALID_ARGUMENT", "path must be a non-empty path without NUL bytes");
@@ -365,14 +368,17 @@ class NativeMemoryBank : public Napi::ObjectWrap<NativeMemoryBank> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (busy_) fail(info.Env(), "E_BUSY", "cannot close a memory bank while an asynchronous call runs");
     bank_.reset();
     return info.Env().Undefined();
   }
   Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)live(info.Env()).bytes()); }
   Napi::Value IsFile(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), live(info.Env()).is_file()); }
+  Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
 
  private:
   std::unique_ptr<MemoryBank> bank_;
+  bool busy_ = false;
 };
 
 static Napi::FunctionReference* g_bank_ctor = nullptr;

@@ -20,13 +20,13 @@ using namespace hm;
 
 // Parameters (float64 arithmetic: no overflow for any dims parse_dims accepts); the same count as
 // anchor_param_count, before anything is allocated.
-static double param_count(const AnchorDims& d) {
+static double param_count(const ModelDims& d) {
   const double V = (double)d.V, C = (double)d.C, L = (double)d.L, D = (double)d.H * (double)d.hd, F = (double)d.F;
   return V * C + L * (2 * C + 3 * D * C + 2 * D + C * D + 3 * F * C) + C;
 }
 
 // Bytes of the activation buffers an AnchorModel allocates for max_batch rows (see its constructor).
-static double activation_bytes(const AnchorDims& d, int64_t max_batch, int64_t R, int64_t Lm) {
+static double activation_bytes(const ModelDims& d, int64_t max_batch, int64_t R, int64_t Lm) {
   const double B = (double)max_batch, N = B * (double)d.T, C = (double)d.C, D = (double)d.H * (double)d.hd, F = (double)d.F;
   const double NR = N * (double)R;
   const double per_layer = 4 * N * C + 4 * N + 6 * N * D + B * (double)d.H * (double)d.T + 2 * N * F;
@@ -140,37 +140,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
  private:
-  struct BatchArgs {
+  // A parsed batch: the CPU model's view of the JS arrays, and what an async call keeps alive.
+  struct ParsedBatch {
     Batch batch;
     std::shared_ptr<MemoryBatch> memory;
     std::vector<Napi::Value> keep;
   };
 
-  // memory = { fetched, dfetched (or null for no gradient), seqSlot: Int32Array (B), numSlots }
+  // memory (model_args.h parse_memory_batch) as the CPU model's MemoryBatch, or null for none.
   std::shared_ptr<MemoryBatch> parse_memory(Napi::Env env, Napi::Value v, int64_t B, bool need_grad, std::vector<Napi::Value>& keep) {
-    if (v.IsNull() || v.IsUndefined()) return nullptr;
-    const auto& mc = model_->memory_config();
-    if (mc.R == 0) fail(env, "E_CONFIG_INVALID", "this model was created without memory layers");
-    if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory must be an object");
-    auto o = v.As<Napi::Object>();
-    auto ns = o.Get("numSlots");
-    double S = ns.IsNumber() ? ns.As<Napi::Number>().DoubleValue() : -1;
-    if (!(S >= 1 && S <= (double)B && S == std::floor(S))) fail(env, "E_INVALID_ARGUMENT", "memory.numSlots must be an integer in [1, batchSize]");
-    const int64_t slot = mc.Lm * 3 * mc.R * model_->dims().C;
-    auto m = std::make_shared<MemoryBatch>();
-    m->num_slots = (int64_t)S;
-    m->fetched = get_array<float>(o.Get("fetched"), env, "memory.fetched", m->num_slots * slot);
-    auto dv = o.Get("dfetched");
-    m->dfetched = (dv.IsNull() || dv.IsUndefined()) ? nullptr : get_array<float>(dv, env, "memory.dfetched", m->num_slots * slot);
-    if (need_grad && !m->dfetched) fail(env, "E_INVALID_ARGUMENT", "memory.dfetched is required for forwardBackward");
-    m->seq_slot = get_array<int32_t>(o.Get("seqSlot"), env, "memory.seqSlot", B);
-    for (int64_t b = 0; b < B; b++)
-      if (m->seq_slot[b] < -1 || m->seq_slot[b] >= m->num_slots)
-        fail(env, "E_INVALID_ARGUMENT", "memory.seqSlot[" + std::to_string(b) + "] = " + std::to_string(m->seq_slot[b]) + " is outside [-1, numSlots)");
-    keep.push_back(o.Get("fetched"));
-    keep.push_back(dv);
-    keep.push_back(o.Get("seqSlot"));
-    return m;
+    MemoryBatchArgs ma;
+    if (!parse_memory_batch(env, v, B, model_->dims(), model_->memory_config(), need_grad, &ma, keep)) return nullptr;
+    return std::make_shared<MemoryBatch>(MemoryBatch{ma.fetched, ma.dfetched, ma.seq_slot, ma.num_slots});
   }
 
   void check_idle(Napi::Env env) {
@@ -181,30 +162,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       fail(env, "E_DISPOSED", "the model's parameter buffers were detached");
   }
 
-  BatchArgs parse_batch(const Napi::CallbackInfo& info, bool need_grad) {
+  ParsedBatch parse_batch(const Napi::CallbackInfo& info, bool need_grad) {
     auto env = info.Env();
     check_idle(env);
-    if (!info[0].IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
-    auto o = info[0].As<Napi::Object>();
-    const auto& d = model_->dims();
-    auto bv = o.Get("batchSize");
-    if (!bv.IsNumber()) fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be a number");
-    double bd = bv.As<Napi::Number>().DoubleValue();
-    if (!(bd >= 1 && bd <= (double)model_->max_batch() && bd == std::floor(bd)))
-      fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be an integer in [1, " + std::to_string(model_->max_batch()) + "]");
-    const int64_t B = (int64_t)bd, N = B * d.T;
-    BatchArgs a;
-    a.batch.B = B;
-    a.batch.T = d.T;
-    a.batch.tokens = get_array<int32_t>(o.Get("tokens"), env, "batch.tokens", N);
-    a.batch.targets = get_array<int32_t>(o.Get("targets"), env, "batch.targets", N);
-    auto ds = o.Get("docStart");
-    a.batch.doc_start = (ds.IsNull() || ds.IsUndefined()) ? nullptr : get_array<int32_t>(ds, env, "batch.docStart", N);
-    check_tokens(env, "batch.tokens", a.batch.tokens, N, d.V, false);
-    check_tokens(env, "batch.targets", a.batch.targets, N, d.V, true);
-    check_doc_start(env, a.batch.doc_start, B, d.T);
-    a.keep = {o.Get("tokens"), o.Get("targets"), ds};
-    a.memory = parse_memory(env, o.Get("memory"), B, need_grad, a.keep);
+    BatchArgs ba = hmb::parse_batch(env, info[0], model_->dims(), model_->max_batch());
+    ParsedBatch a;
+    a.batch = Batch{ba.tokens, ba.targets, ba.doc_start, ba.B, ba.T};
+    a.keep = std::move(ba.keep);
+    a.memory = parse_memory(env, ba.memory, ba.B, need_grad, a.keep);
     a.batch.memory = a.memory.get();
     return a;
   }

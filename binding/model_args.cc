@@ -1,5 +1,5 @@
-// model_args.cc — the model config objects both model bindings take (the CPU NativeModel and the
-// CUDA NativeCudaModel): one parser, so the two backends accept exactly the same configs.
+// model_args.cc — the model config and batch objects both model bindings take (the CPU NativeModel
+// and the CUDA NativeCudaModel): one parser, so the two backends accept exactly the same arguments.
 #include "model_args.h"
 
 #include <cmath>
@@ -9,7 +9,7 @@
 namespace hmb {
 using namespace hm;
 
-AnchorDims parse_dims(Napi::Env env, Napi::Value v) {
+ModelDims parse_dims(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "dims must be an object");
   auto o = v.As<Napi::Object>();
   auto num = [&](const char* k, double lo, double hi, bool integer) {
@@ -20,7 +20,7 @@ AnchorDims parse_dims(Napi::Env env, Napi::Value v) {
       fail(env, "E_CONFIG_INVALID", std::string(k) + " = " + std::to_string(d) + " is out of range");
     return d;
   };
-  AnchorDims d;
+  ModelDims d;
   d.V = (int64_t)num("vocabSize", 2, 1 << 24, true);
   d.C = (int64_t)num("dModel", 1, 1 << 16, true);
   d.L = (int64_t)num("nLayers", 1, 4096, true);
@@ -54,6 +54,59 @@ MemoryConfig parse_memory_config(Napi::Env env, Napi::Value v, int64_t L) {
   if (next == 0) fail(env, "E_CONFIG_INVALID", "memory.layerToMemory selects no layer");
   mem.Lm = next;
   return mem;
+}
+
+BatchArgs parse_batch(Napi::Env env, Napi::Value v, const ModelDims& d, int64_t max_batch) {
+  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
+  auto o = v.As<Napi::Object>();
+  auto bv = o.Get("batchSize");
+  if (!bv.IsNumber()) fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be a number");
+  const double bd = bv.As<Napi::Number>().DoubleValue();
+  if (!(bd >= 1 && bd <= (double)max_batch && bd == std::floor(bd)))
+    fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be an integer in [1, " + std::to_string(max_batch) + "]");
+  BatchArgs a;
+  a.B = (int64_t)bd;
+  a.T = d.T;
+  const int64_t N = a.B * a.T;
+  a.tokens = get_array<int32_t>(o.Get("tokens"), env, "batch.tokens", N);
+  a.targets = get_array<int32_t>(o.Get("targets"), env, "batch.targets", N);
+  auto ds = o.Get("docStart");
+  a.doc_start = (ds.IsNull() || ds.IsUndefined()) ? nullptr : get_array<int32_t>(ds, env, "batch.docStart", N);
+  check_tokens(env, "batch.tokens", a.tokens, N, d.V, false);
+  check_tokens(env, "batch.targets", a.targets, N, d.V, true);
+  check_doc_start(env, a.doc_start, a.B, a.T);
+  a.keep = {o.Get("tokens"), o.Get("targets"), ds};
+  a.memory = o.Get("memory");
+  return a;
+}
+
+bool parse_memory_batch(Napi::Env env, Napi::Value v, int64_t B, const ModelDims& d, const MemoryConfig& mem,
+                        bool need_grad, MemoryBatchArgs* out, std::vector<Napi::Value>& keep) {
+  if (v.IsNull() || v.IsUndefined()) return false;
+  if (mem.R == 0) fail(env, "E_CONFIG_INVALID", "this model was created without memory layers");
+  if (!v.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory must be an object");
+  auto o = v.As<Napi::Object>();
+  auto ns = o.Get("numSlots");
+  const double S = ns.IsNumber() ? ns.As<Napi::Number>().DoubleValue() : -1;
+  if (!(S >= 1 && S <= (double)B && S == std::floor(S)))
+    fail(env, "E_INVALID_ARGUMENT", "memory.numSlots must be an integer in [1, batchSize]");
+  MemoryBatchArgs m;
+  m.num_slots = (int64_t)S;
+  m.fetched_floats = elems(env, "memory.fetched", {m.num_slots, mem.Lm, 3, mem.R, d.C});
+  m.fetched = get_array<float>(o.Get("fetched"), env, "memory.fetched", m.fetched_floats);
+  auto dv = o.Get("dfetched");
+  m.dfetched = (dv.IsNull() || dv.IsUndefined()) ? nullptr : get_array<float>(dv, env, "memory.dfetched", m.fetched_floats);
+  if (need_grad && !m.dfetched) fail(env, "E_INVALID_ARGUMENT", "memory.dfetched is required for forwardBackward");
+  m.seq_slot = get_array<int32_t>(o.Get("seqSlot"), env, "memory.seqSlot", B);
+  for (int64_t b = 0; b < B; b++)
+    if (m.seq_slot[b] < -1 || m.seq_slot[b] >= m.num_slots)
+      fail(env, "E_INVALID_ARGUMENT", "memory.seqSlot[" + std::to_string(b) + "] = " + std::to_string(m.seq_slot[b]) +
+                                          " is outside [-1, numSlots)");
+  keep.push_back(o.Get("fetched"));
+  keep.push_back(dv);
+  keep.push_back(o.Get("seqSlot"));
+  *out = m;
+  return true;
 }
 
 }  // namespace hmb

@@ -11,15 +11,15 @@
 namespace hmb {
 using namespace hm;
 
-struct AdamWArgs {
+struct AdamWCall {
   float *p, *g, *m, *v;
   std::vector<DecaySegment> segments;
   AdamWHyper hyper;
 };
 
-static AdamWArgs parse_adamw(const Napi::CallbackInfo& info) {
+static AdamWCall parse_adamw(const Napi::CallbackInfo& info) {
   auto env = info.Env();
-  AdamWArgs a;
+  AdamWCall a;
   int64_t n;
   get_array<float>(info[0], env, "params", -1, &n);
   a.p = get_array<float>(info, 0, "params", n);
@@ -29,17 +29,12 @@ static AdamWArgs parse_adamw(const Napi::CallbackInfo& info) {
   a.segments = parse_decay_segments(env, info[4], n);
   if (info.Length() < 6 || !info[5].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
   auto h = info[5].As<Napi::Object>();
-  const AdamWHyperArgs ha = parse_adamw_hyper(env, h);
-  a.hyper.lr = ha.lr;
-  a.hyper.beta1 = ha.beta1;
-  a.hyper.beta2 = ha.beta2;
-  a.hyper.eps = ha.eps;
-  a.hyper.step = ha.step;
+  a.hyper = parse_adamw_hyper(env, h);
   a.hyper.grad_scale = hyper_number(env, h, "gradScale");
   return a;
 }
 
-static void run_adamw(const AdamWArgs& a) {
+static void run_adamw(const AdamWCall& a) {
   for (const auto& s : a.segments)
     adamw_update(a.p + s.offset, a.g + s.offset, a.m + s.offset, a.v + s.offset, s.length, s.wd, a.hyper);
 }
@@ -50,7 +45,7 @@ static Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value AdamwStepAsync(const Napi::CallbackInfo& info) {
-  auto args = std::make_shared<AdamWArgs>(parse_adamw(info));
+  auto args = std::make_shared<AdamWCall>(parse_adamw(info));
   auto* w = new PromiseWorker(
       info.Env(), [args] { run_adamw(*args); }, [](Napi::Env env) { return env.Undefined(); },
       {info[0], info[1], info[2], info[3]});

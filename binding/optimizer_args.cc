@@ -30,8 +30,9 @@ double hyper_number(Napi::Env env, Napi::Object h, const char* key) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
-AdamWHyperArgs parse_adamw_hyper(Napi::Env env, Napi::Object h) {
-  AdamWHyperArgs a;
+hm::AdamWHyper parse_adamw_hyper(Napi::Env env, Napi::Object h) {
+  hm::AdamWHyper a;
+  a.grad_scale = 1.0;
   a.lr = hyper_number(env, h, "lr");
   a.beta1 = hyper_number(env, h, "beta1");
   a.beta2 = hyper_number(env, h, "beta2");

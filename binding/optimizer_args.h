@@ -1,10 +1,12 @@
 // optimizer_args.h — the AdamW arguments both optimizer bindings take (the CPU adamwStep in
-// optimizer.cc and NativeCudaModel.adamwStep in cuda.cc): one parser, the same checks and messages.
+// optimizer.cc and NativeCudaModel.adamwStep in cuda_model.cc): one parser, the same checks and messages.
 #pragma once
 #include <napi.h>
 
 #include <cstdint>
 #include <vector>
+
+#include "contract.h"  // hm::AdamWHyper
 
 namespace hmb {
 
@@ -17,11 +19,8 @@ struct DecaySegment {
 std::vector<DecaySegment> parse_decay_segments(Napi::Env env, Napi::Value v, int64_t n);
 
 // hyper.{lr, beta1, beta2, eps, step}: finite, 0 <= beta < 1, eps > 0, step an integer >= 1.
-struct AdamWHyperArgs {
-  double lr, beta1, beta2, eps;
-  int64_t step;
-};
-AdamWHyperArgs parse_adamw_hyper(Napi::Env env, Napi::Object h);
+// grad_scale is left at 1: each caller derives it (given, or from the clipping norm).
+hm::AdamWHyper parse_adamw_hyper(Napi::Env env, Napi::Object h);
 // hyper.<key> as a finite number (E_INVALID_ARGUMENT otherwise).
 double hyper_number(Napi::Env env, Napi::Object h, const char* key);
 

@@ -10,13 +10,13 @@
 #include "kernels/embedding.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
-#include "matmul.h"
+#include "kernels/ffn.h"
+#include "kernels/linear.h"
 #include "parallel.h"
 
 namespace hm {
 
-std::vector<TensorSlot> anchor_layout(const AnchorDims& d) {
+std::vector<TensorSlot> anchor_layout(const ModelDims& d) {
   std::vector<TensorSlot> out;
   int64_t off = 0;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
@@ -43,12 +43,12 @@ std::vector<TensorSlot> anchor_layout(const AnchorDims& d) {
   return out;
 }
 
-int64_t anchor_param_count(const AnchorDims& d) {
+int64_t anchor_param_count(const ModelDims& d) {
   auto l = anchor_layout(d);
   return l.back().offset + l.back().size;
 }
 
-AnchorParams anchor_params_view(const AnchorDims& d, float* base) {
+AnchorParams anchor_params_view(const ModelDims& d, float* base) {
   auto slots = anchor_layout(d);
   AnchorParams p;
   size_t i = 0;
@@ -70,7 +70,7 @@ AnchorParams anchor_params_view(const AnchorDims& d, float* base) {
   return p;
 }
 
-AnchorModel::AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem)
+AnchorModel::AnchorModel(const ModelDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem)
     : d_(d), mem_(mem), max_batch_(max_batch), p_(anchor_params_view(d, params)), g_(anchor_params_view(d, grads)) {
   if (mem_.layer_to_mem.empty()) mem_.layer_to_mem.assign((size_t)d.L, -1);
   const size_t N = (size_t)(max_batch * d.T), C = (size_t)d.C, D = (size_t)d.D(), F = (size_t)d.F;

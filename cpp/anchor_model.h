@@ -9,17 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "contract.h"  // ModelDims, ModelMemory, MemoryGroup
 #include "kernels/ffn_memory.h"
 #include "kernels/rope.h"
 
 namespace hm {
-
-struct AnchorDims {
-  int64_t V, C, L, H, hd, F, T;  // vocab, d_model, layers, heads, head dim, ffn hidden, max seq len
-  float norm_eps;
-  double rope_base;
-  int64_t D() const { return H * hd; }
-};
 
 struct TensorSlot {
   std::string name;
@@ -29,8 +23,8 @@ struct TensorSlot {
 };
 
 // Flat parameter layout, in file order.
-std::vector<TensorSlot> anchor_layout(const AnchorDims& d);
-int64_t anchor_param_count(const AnchorDims& d);
+std::vector<TensorSlot> anchor_layout(const ModelDims& d);
+int64_t anchor_param_count(const ModelDims& d);
 
 struct LayerParams {
   float *attn_norm, *wqkv, *q_norm, *k_norm, *wo, *ffn_norm, *w1, *w2, *w3;
@@ -40,12 +34,14 @@ struct AnchorParams {
   std::vector<LayerParams> layers;
   float* final_norm;
 };
-AnchorParams anchor_params_view(const AnchorDims& d, float* base);
+AnchorParams anchor_params_view(const ModelDims& d, float* base);
 
 // FFN-memories (paper §2.3): R fetched hidden units in each memory layer.
 struct MemoryConfig {
   int64_t R = 0, Lm = 0;
   std::vector<int32_t> layer_to_mem;  // (L): memory layer index of each layer, -1 = none
+  // the plain-data view the CUDA model takes (valid while this config lives)
+  ModelMemory view() const { return {R, Lm, layer_to_mem.empty() ? nullptr : layer_to_mem.data()}; }
 };
 
 // The fetched blocks of one batch: fetched / dfetched (S, Lm, 3, R, C); seq_slot (B): slot of each
@@ -76,16 +72,16 @@ struct KVCache {
   int64_t L = 0, T = 0, D = 0, len = 0;
   std::vector<float> k, v;
   KVCache() = default;
-  explicit KVCache(const AnchorDims& d)
+  explicit KVCache(const ModelDims& d)
       : L(d.L), T(d.T), D(d.D()), k((size_t)(d.L * d.T * d.D())), v((size_t)(d.L * d.T * d.D())) {}
-  bool fits(const AnchorDims& d) const { return L == d.L && T == d.T && D == d.D(); }
+  bool fits(const ModelDims& d) const { return L == d.L && T == d.T && D == d.D(); }
   float* k_at(int64_t l, int64_t t) { return k.data() + (l * T + t) * D; }
   float* v_at(int64_t l, int64_t t) { return v.data() + (l * T + t) * D; }
 };
 
 class AnchorModel {
  public:
-  AnchorModel(const AnchorDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem = {});
+  AnchorModel(const ModelDims& d, float* params, float* grads, int64_t max_batch, const MemoryConfig& mem = {});
   // Forward + backward; adds gradients into grads. Returns mean loss over non-ignored targets.
   double forward_backward(const Batch& batch);
   // Forward only; returns mean loss (NaN if no target).
@@ -103,7 +99,7 @@ class AnchorModel {
   void decode_step(int32_t token, KVCache& cache, float* logits_out, const MemoryBatch* memory = nullptr);
   const MemoryConfig& memory_config() const { return mem_; }
 
-  const AnchorDims& dims() const { return d_; }
+  const ModelDims& dims() const { return d_; }
   int64_t max_batch() const { return max_batch_; }
 
  private:
@@ -117,7 +113,7 @@ class AnchorModel {
   double loss_and_grad(const Batch& b, bool backward);
   void backward(const Batch& b);
 
-  AnchorDims d_;
+  ModelDims d_;
   MemoryConfig mem_;
   std::vector<MemoryGroup> groups_;
   int64_t max_batch_;

@@ -52,9 +52,10 @@ int32_t model_forward_loss(void* m, const hmc::ModelBatch* b, double* loss_host,
   if (!b) return (int32_t)cudaErrorInvalidValue;
   return (int32_t)hmc::model_forward_loss((hmc::Model*)m, *b, loss_host, stream);
 }
-int32_t adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWArgs* a, void* stream) {
-  if (!a) return (int32_t)cudaErrorInvalidValue;
-  return (int32_t)hmc::adamw_update(p, g, m, v, n, *a, stream);
+int32_t adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWConsts* k,
+                     void* stream) {
+  if (!k) return (int32_t)cudaErrorInvalidValue;
+  return (int32_t)hmc::adamw_update(p, g, m, v, n, *k, stream);
 }
 int32_t global_sumsq(double* out_dev, const float* g, int64_t n, double* scratch, void* stream) {
   return (int32_t)hmc::global_sumsq(out_dev, g, n, scratch, stream);

@@ -7,17 +7,30 @@
 // asynchronous on the given stream (nullptr = legacy default stream). Functions return 0 or a
 // cudaError_t value (launch errors are checked with cudaGetLastError, not synchronised).
 //
+// The plain data both backends share (ModelDims, ModelMemory, MemoryGroup, AdamWHyper/AdamWConsts)
+// is defined once in cpp/contract.h and used here as is: the hmc names below are the hm types.
+//
 // The harness (cuda/test, built as hiermem_cuda_harness) checks each kernel against its twin.
 // C++ linkage inside namespace hmc for the kernels (the harness links them directly); the
 // dlopen entry point hmc_get_api is extern "C" and hands out a table of function pointers.
 #pragma once
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
-#define HMC_ABI_VERSION 3  // 2: streams, pinned memory, the device model, the optimizer; 3: AdamWArgs.one_minus_beta*
+#include "../cpp/contract.h"  // relative: the fakes and probes compile this header with -I cuda only
+
+// 2: streams, pinned memory, the device model, the optimizer; 3: AdamWArgs.one_minus_beta*;
+// 4: the types of cpp/contract.h (AdamWConsts replaces AdamWArgs; ModelMemory.layer_to_mem is a
+//    pointer to L entries, no 64-layer cap)
+#define HMC_ABI_VERSION 4
 
 namespace hmc {
+
+using hm::AdamWConsts;
+using hm::AdamWHyper;
+using hm::MemoryGroup;
+using hm::ModelDims;
+using hm::ModelMemory;
 
 using Stream = void*;  // cudaStream_t, kept opaque so that C++ callers need no CUDA headers
 
@@ -25,14 +38,14 @@ using Stream = void*;  // cudaStream_t, kept opaque so that C++ callers need no 
 // cores (mma.sync) with fp32 accumulation, operands rounded to tf32 / bf16 as they are loaded.
 enum class GemmMode : int32_t { FP32 = 0, TF32 = 1, BF16 = 2 };
 
-// ---- dense GEMM (twin: hm::gemm in cpp/matmul.h) ---------------------------------------------
+// ---- dense GEMM (twin: hm::gemm in cpp/kernels/gemm.h) ---------------------------------------------
 // Row-major C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C.
 // op(A) = A (M,K, lda) or, if trans_a, A^T with A stored (K,M); op(B) = B (K,N, ldb) or, if
 // trans_b, B^T with B stored (N,K). beta = 0 never reads C (C may hold NaN).
 int gemm(GemmMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s);
 
-// ---- elementwise / normalisation (twins: cpp/kernels/{embedding,rmsnorm,rope,swiglu}.h) -----
+// ---- elementwise / normalisation (twins: cpp/kernels/{embedding,rmsnorm,rope,ffn}.h) --------
 int embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C, Stream s);
 // Deterministic: each (vocab row, channel) sums its tokens in token order (no float atomics).
 // Needs the token ids sorted: the caller passes order (N) = token positions sorted by
@@ -74,7 +87,7 @@ int attention_backward(float* dq, float* dk, float* dv, const float* dout, const
                        int64_t T, int64_t H, int64_t hd, int64_t ld, float* scratch, Stream s);
 int64_t attention_backward_scratch_floats(int64_t B, int64_t T, int64_t H);
 
-// ---- anchor FFN (twin: hm::ffn_forward / ffn_backward in cpp/kernels/swiglu.h) ---------------
+// ---- anchor FFN (twin: hm::ffn_forward / ffn_backward in cpp/kernels/ffn.h) ---------------
 // y (N,C) = W3 (silu(W1 x) * (W2 x)); gate, up (N,F) written; hidden (N,F) scratch.
 int ffn_forward(GemmMode mode, float* y, float* gate, float* up, float* hidden, const float* x, const float* w1,
                 const float* w2, const float* w3, int64_t N, int64_t C, int64_t F, Stream s);
@@ -84,10 +97,6 @@ int ffn_backward(GemmMode mode, float* dx, float* dw1, float* dw2, float* dw3, c
                  int64_t C, int64_t F, float* scratch, Stream s);
 
 // ---- FFN memory units (twin: cpp/kernels/ffn_memory.h) ----------------------------------------
-// A group: token rows [row0, row0 + rows) that all use fetched slot `slot`.
-struct MemoryGroup {
-  int64_t row0, rows, slot;
-};
 // groups: DEVICE array of G groups (built on the host with hm::memory_groups and copied).
 // layer_w: slot 0's block of this layer in the fetched buffer; slot s at + s * slot_stride; gate
 // rows at +0, up at +R*C, down at +2*R*C. y (N,C) += ...; gate_m, up_m (N,R) written for grouped
@@ -112,29 +121,8 @@ int classifier_forward_backward(GemmMode mode, float* losses, float* dx, float* 
 int64_t classifier_scratch_floats(int64_t N, int64_t V);
 
 // ---- optimizer (twin: cpp/kernels/adamw.h) ----------------------------------------------------
-// bias corrections are computed on the host in double, as the CPU twin does, and passed in.
-struct AdamWArgs {
-  float lr, beta1, beta2, eps, wd, grad_scale;
-  float inv_bc1, inv_bc2;                  // 1 / (1 - beta^step)
-  float one_minus_beta1, one_minus_beta2;  // 1 - beta in double, then cast (1.f - beta1 differs by an ulp)
-};
-// The constants exactly as hm::adamw_update derives them: double, then cast to float.
-inline AdamWArgs adamw_args(double lr, double beta1, double beta2, double eps, double wd, double grad_scale,
-                            int64_t step) {
-  AdamWArgs a;
-  a.lr = (float)lr;
-  a.beta1 = (float)beta1;
-  a.beta2 = (float)beta2;
-  a.eps = (float)eps;
-  a.wd = (float)wd;
-  a.grad_scale = (float)grad_scale;
-  a.inv_bc1 = (float)(1.0 / (1.0 - std::pow(beta1, (double)step)));
-  a.inv_bc2 = (float)(1.0 / (1.0 - std::pow(beta2, (double)step)));
-  a.one_minus_beta1 = (float)(1.0 - beta1);
-  a.one_minus_beta2 = (float)(1.0 - beta2);
-  return a;
-}
-int adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWArgs& a, Stream s);
+// k: hm::adamw_consts (cpp/contract.h), derived on the host in double exactly as the CPU twin does.
+int adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k, Stream s);
 // sum of squares in double, fixed-order two-pass reduction (deterministic); result to *out_dev.
 // scratch: global_norm_scratch_doubles(n) doubles.
 int global_sumsq(double* out_dev, const float* g, int64_t n, double* scratch, Stream s);
@@ -176,21 +164,13 @@ struct SparseAdamBlock {
   float* v;
   const float* g;  // in dblocks
   int64_t n;
-  float inv_bc1, inv_bc2;  // from this block's own step count
+  float ibc1, ibc2;  // from this block's own step count (AdamWConsts' fields of that name)
 };
-// a.inv_bc1 / inv_bc2 are ignored (per block instead). blocks: DEVICE (U).
-int memory_adamw(const SparseAdamBlock* blocks, int64_t U, const AdamWArgs& a, Stream s);
+// k.ibc1 / k.ibc2 are ignored (per block instead). blocks: DEVICE (U).
+int memory_adamw(const SparseAdamBlock* blocks, int64_t U, const AdamWConsts& k, Stream s);
 
 // ---- device model (twin: hm::AnchorModel in cpp/anchor_model.h) -------------------------------
-struct ModelDims {
-  int64_t V, C, L, H, hd, F, T;
-  float norm_eps;
-  double rope_base;
-};
-struct ModelMemory {
-  int64_t R = 0, Lm = 0;
-  int32_t layer_to_mem[64];  // (L) memory layer of each layer, -1 = none
-};
+// ModelDims / ModelMemory: cpp/contract.h (model_create copies mem.layer_to_mem, L entries).
 // One batch, all arrays in DEVICE memory except groups_host (G) (copied by the model).
 struct ModelBatch {
   const int32_t* tokens;     // (B*T)
@@ -248,7 +228,7 @@ struct hmc_api {
   void (*model_destroy)(void* model);
   int32_t (*model_forward_backward)(void* model, const hmc::ModelBatch* b, double* loss_host, void* stream);
   int32_t (*model_forward_loss)(void* model, const hmc::ModelBatch* b, double* loss_host, void* stream);
-  int32_t (*adamw_update)(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWArgs* a,
+  int32_t (*adamw_update)(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWConsts* k,
                           void* stream);
   int32_t (*global_sumsq)(double* out_dev, const float* g, int64_t n, double* scratch, void* stream);
   int64_t (*global_norm_scratch_doubles)(int64_t n);

@@ -4,9 +4,15 @@
 export { HiermemError, type HiermemErrorCode } from './errors.js';
 export { loadNative } from './native.js';
 export {
-  resolveBackend, detectGpu, nvidiaDriverPresent, cudaLibraryPath, CudaAnchorModel, CudaAdamW, BACKEND_ENV, CUDA_LIB_ENV,
-  type Backend, type ResolvedBackend, type GpuInfo, type CudaModelOptions, type GemmPrecision,
-} from './backend.js';
+  resolveBackend, detectGpu, nvidiaDriverPresent, cudaLibraryPath, BACKEND_ENV, CUDA_LIB_ENV,
+  type Backend, type ResolvedBackend, type GpuInfo,
+} from './backend/detect.js';
+export {
+  CpuAnchorRunner, CudaAnchorRunner, createAnchorRunner, type AnchorRunner, type BackendRunner, type RunnerOptions,
+  type CudaRunnerOptions,
+} from './backend/index.js';
+export { CudaAnchorModel, type CudaModelOptions, type GemmPrecision } from './model/cuda-anchor.js';
+export { CudaAdamW } from './train/cuda-adamw.js';
 export { AnchorModel, type Batch, type CreateModelOptions, type TokenDecoder } from './model/anchor.js';
 export { type ModelConfig, MODEL_PRESETS, resolveModelConfig, anchorParamCount, trainFlopsPerToken } from './model/config.js';
 export { generate, sampleToken, type GenerateOptions, type NextTokenLogits } from './model/generate.js';
@@ -22,12 +28,11 @@ export {
   train, trainLoop, anchorStepper, DEFAULT_BACKEND, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper,
   type StepperBackendOptions,
 } from './train/trainer.js';
-export { CudaAnchorRunner, type CudaRunnerOptions } from './train/cuda-runner.js';
 export { memoryStepper, saveHierarchicalCheckpoint, loadHierarchicalCheckpoint, type MemoryTrainMode } from './train/memory-trainer.js';
 export { resolveMemorySpec, memorySizes, type MemorySpec, type ResolvedMemorySpec, type MemorySizes } from './memory/spec.js';
 export { MemoryBank, type BankOptions } from './memory/bank.js';
 export {
-  HierarchicalModel, slotsOf, cpuAnchorRunner, GENERIC_PATH, NO_MEMORY_PATH, type PathBatch, type AnchorRunner,
+  HierarchicalModel, slotsOf, cpuAnchorRunner, GENERIC_PATH, NO_MEMORY_PATH, type PathBatch,
 } from './memory/memory-model.js';
 export * from './retrieval/index.js';
 export { scoreProbes, readProbes, extractAnswer, type Probe, type ProbeResult } from './eval/probes.js';

@@ -75,12 +75,16 @@ export type BankStorage = { kind: 'ram' } | { kind: 'file'; path: string; dataSt
 export interface NativeMemoryBank {
   /** fetched (S, Lm, 3, R, d) from paths (S, p); a path starting with -1 takes the generic block. */
   gather(fetched: Float32Array, paths: Int32Array): void;
+  /** gather on a worker thread (a file bank may wait on the disk); the bank is busy until it settles. */
+  gatherAsync(fetched: Float32Array, paths: Int32Array): Promise<void>;
   /** Sorted unique (level, node) pairs the paths fetch, flattened. */
   uniqueBlocks(paths: Int32Array): Int32Array;
   /** dblocks (blocks back to back, [Lm][3][r_l][d] each) += the matching rows of dfetched. */
   scatterAdd(dblocks: Float32Array, blocks: Int32Array, dfetched: Float32Array, paths: Int32Array): void;
+  scatterAddAsync(dblocks: Float32Array, blocks: Int32Array, dfetched: Float32Array, paths: Int32Array): Promise<void>;
   /** Row-sparse AdamW on the listed blocks; each block's own step count drives its bias correction. */
   adamwUpdate(blocks: Int32Array, dblocks: Float32Array, hyper: Omit<AdamWHyper, 'step'>, weightDecay: number): void;
+  adamwUpdateAsync(blocks: Int32Array, dblocks: Float32Array, hyper: Omit<AdamWHyper, 'step'>, weightDecay: number): Promise<void>;
   readBlock(kind: 'weight' | 'm' | 'v', level: number, node: number, out: Float32Array): void;
   writeBlock(kind: 'weight' | 'm' | 'v', level: number, node: number, data: Float32Array): void;
   blockSteps(level: number, node: number): number;
@@ -96,6 +100,8 @@ export interface NativeMemoryBank {
   close(): void;
   readonly bytes: number;
   readonly isFile: boolean;
+  /** True while an async call runs: calls that touch the bank's data are rejected with E_BUSY. */
+  readonly busy: boolean;
 }
 
 /** Memory inputs of one batch. */
@@ -161,7 +167,7 @@ export interface NativeKVCache {
   readonly capacity: number;
 }
 
-// ---- CUDA backend (binding/cuda.cc; the kernels live in hiermem_cuda.so, opened on request) ----
+// ---- CUDA backend (binding/cuda_lib.cc, cuda_model.cc; the kernels live in hiermem_cuda.so, opened on request) ----
 
 /** cudaOpen's answer: loaded, or why not (dlopen text, missing entry point, ABI mismatch). */
 export interface CudaOpenResult {
@@ -331,4 +337,10 @@ export interface NativeAddon {
        a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
   /** dst = src split over the thread pool (the benchmark's memcpy limit). */
   copyParallel(dst: Float32Array, src: Float32Array): void;
+  /**
+   * The fp32 FMA peak probe (the benchmark's FLOP/s ceiling): `iters` iterations of a register-bound
+   * loop of independent FMA chains on every pool thread, at the GEMM's SIMD level. flops counts an
+   * FMA lane as 2; seconds is the wall time of the parallel region.
+   */
+  fmaPeak(iters: number): { flops: number; seconds: number; threads: number; lanes: number; chains: number; level: string; sink: number };
 }

@@ -1,7 +1,8 @@
 /**
  * Fake hiermem_cuda.so libraries for tests on machines without a GPU: host memory behind the real
- * function table (cuda/hiermem_cuda.h), so that "device pointers" are host pointers and
- * binding/cuda.cc runs end to end.
+ * function table (cuda/hiermem_cuda.h, whose plain-data types are cpp/contract.h's), so that
+ * "device pointers" are host pointers and the binding's CUDA half (binding/cuda_lib.cc,
+ * binding/cuda_model.cc) runs end to end.
  *
  *  - FAKE_SOURCE (toy): checkable arithmetic instead of a model (the loss is a sum of token ids,
  *    positions and group slots; every gradient gets +1; AdamW is p -= lr * scale * g + wd). Used by
@@ -95,9 +96,9 @@ int32_t mfb(void* m, const hmc::ModelBatch* b, double* loss, void*) {
   return 0;
 }
 int32_t mloss(void*, const hmc::ModelBatch* b, double* loss, void*) { *loss = fake_loss(b); return 0; }
-// p -= lr * grad_scale * g + wd (checkable from the host); m counts updates, v += g
-int32_t adamw(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWArgs* a, void*) {
-  for (int64_t i = 0; i < n; i++) { p[i] -= a->lr * a->grad_scale * g[i] + a->wd; m[i] += 1; v[i] += g[i]; }
+// p -= lr * scale * g + wd (checkable from the host); m counts updates, v += g
+int32_t adamw(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWConsts* k, void*) {
+  for (int64_t i = 0; i < n; i++) { p[i] -= k->lr * k->scale * g[i] + k->wd; m[i] += 1; v[i] += g[i]; }
   return 0;
 }
 int32_t sumsq(double* out, const float* g, int64_t n, double*, void*) {
@@ -114,7 +115,6 @@ export const TWIN_FAKE_SOURCE = FAKE_RUNTIME_SOURCE + String.raw`
 #include <vector>
 #include "anchor_model.h"
 #include "kernels/adamw.h"
-#include "matmul.h"
 namespace {
 struct TwinModel {
   std::unique_ptr<hm::AnchorModel> model;
@@ -122,7 +122,6 @@ struct TwinModel {
 };
 void* mcreate(const hmc::ModelDims* d, const hmc::ModelMemory* mem, int64_t max_batch, float* params, float* grads,
               int32_t, int32_t* err) {
-  hm::AnchorDims a{d->V, d->C, d->L, d->H, d->hd, d->F, d->T, d->norm_eps, d->rope_base};
   hm::MemoryConfig mc;
   if (mem && mem->R > 0) {
     mc.R = mem->R;
@@ -131,7 +130,7 @@ void* mcreate(const hmc::ModelDims* d, const hmc::ModelMemory* mem, int64_t max_
   }
   *err = 0;
   try {
-    return new TwinModel{std::make_unique<hm::AnchorModel>(a, params, grads, max_batch, mc), mc.R};
+    return new TwinModel{std::make_unique<hm::AnchorModel>(*d, params, grads, max_batch, mc), mc.R};
   } catch (...) {
     *err = 2;
     return nullptr;
@@ -159,18 +158,17 @@ double run(void* m, const hmc::ModelBatch* b, bool backward) {
 }
 int32_t mfb(void* m, const hmc::ModelBatch* b, double* loss, void*) { *loss = run(m, b, true); return 0; }
 int32_t mloss(void* m, const hmc::ModelBatch* b, double* loss, void*) { *loss = run(m, b, false); return 0; }
-// cuda/kernels/adamw.cu's adamw_kernel, element for element (plain float ops, no contraction)
-int32_t adamw(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWArgs* a, void*) {
-  const float one_m_b1 = a->one_minus_beta1, one_m_b2 = a->one_minus_beta2;
+// cuda/kernels/adamw.cuh's adamw_element, element for element (plain float ops, no contraction)
+int32_t adamw(float* p, const float* g, float* m, float* v, int64_t n, const hmc::AdamWConsts* k, void*) {
   for (int64_t i = 0; i < n; i++) {
-    const float gi = g[i] * a->grad_scale;
-    const float mi = a->beta1 * m[i] + one_m_b1 * gi;
-    const float vi = a->beta2 * v[i] + (one_m_b2 * gi) * gi;
+    const float gi = g[i] * k->scale;
+    const float mi = k->b1 * m[i] + k->one_m_b1 * gi;
+    const float vi = k->b2 * v[i] + (k->one_m_b2 * gi) * gi;
     m[i] = mi;
     v[i] = vi;
-    const float mhat = mi * a->inv_bc1, vhat = vi * a->inv_bc2;
+    const float mhat = mi * k->ibc1, vhat = vi * k->ibc2;
     const float pi = p[i];
-    p[i] = pi - a->lr * (mhat / (std::sqrt(vhat) + a->eps) + a->wd * pi);
+    p[i] = pi - k->lr * (mhat / (std::sqrt(vhat) + k->eps) + k->wd * pi);
   }
   return 0;
 }

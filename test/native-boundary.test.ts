@@ -129,6 +129,24 @@ function sweep(name: string, fn: (...a: unknown[]) => unknown, args: () => unkno
   }
 }
 
+/** sweep for an entry point that returns a Promise: every call is awaited (a bank is busy until then). */
+async function sweepAsync(name: string, fn: (...a: unknown[]) => Promise<unknown>, args: () => unknown[]): Promise<void> {
+  assert.equal(await outcomeAsync(`${name}(valid)`, () => fn(...args())), 'ok', `${name} with valid arguments`);
+  const n = args().length;
+  for (let i = 0; i < n; i++) {
+    const valid = args()[i];
+    for (const [label, make] of hostileFor(valid)) {
+      const a = args();
+      const v = make();
+      a[i] = v;
+      const r = await outcomeAsync(`${name} arg ${i} = ${label}`, async () => fn(...a));
+      if (isArrayArg(valid) && ArrayBuffer.isView(v) && (label.startsWith('detached') || v.constructor !== valid.constructor)) {
+        assert.ok(r instanceof HiermemError && r.code === 'E_INVALID_ARGUMENT', `${name} arg ${i} = ${label} must be refused`);
+      }
+    }
+  }
+}
+
 // ---- shapes of the valid calls ------------------------------------------------------------------
 const B = 2, T = 3, N = B * T, C = 4, V = 5, H = 2, hd = 2, F = 3, R = 2, S = 2;
 const f32 = (n: number, v = 0.1) => new Float32Array(n).fill(v);
@@ -267,6 +285,12 @@ test('memory bank methods: hostile ids, paths, blocks, kinds, buffers and paths 
   sweep('scatterAdd', (a, b, c, d) => bank.scatterAdd(a as never, b as never, c as never, d as never), () => [f32(blockFloats), Int32Array.from(blocks), f32(2 * slot), paths()]);
   sweep('adamwUpdate', (a, b, c, d) => bank.adamwUpdate(a as never, b as never, c as never, d as never),
     () => [Int32Array.from(blocks), f32(blockFloats, 0.01), { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale: 1 }, 0.01]);
+  // the async twins share the checks (the worker runs only what passed them)
+  await sweepAsync('gatherAsync', (a, b) => bank.gatherAsync(a as never, b as never), () => [f32(2 * slot), paths()]);
+  await sweepAsync('scatterAddAsync', (a, b, c, d) => bank.scatterAddAsync(a as never, b as never, c as never, d as never),
+    () => [f32(blockFloats), Int32Array.from(blocks), f32(2 * slot), paths()]);
+  await sweepAsync('adamwUpdateAsync', (a, b, c, d) => bank.adamwUpdateAsync(a as never, b as never, c as never, d as never),
+    () => [Int32Array.from(blocks), f32(blockFloats, 0.01), { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale: 1 }, 0.01]);
   for (const kind of ['weight', 'm', 'v']) {
     sweep(`readBlock ${kind}`, (k, l, n, o) => bank.readBlock(k as never, l as never, n as never, o as never), () => [kind, 1, 3, f32(1 * 3 * 3 * 4)]);
     sweep(`writeBlock ${kind}`, (k, l, n, o) => bank.writeBlock(k as never, l as never, n as never, o as never), () => [kind, 0, 1, f32(1 * 3 * 2 * 4)]);
@@ -280,7 +304,8 @@ test('memory bank methods: hostile ids, paths, blocks, kinds, buffers and paths 
   sweep('loadData', (p, o) => bank.loadData(p as never, o as never), () => [file, 8]);
   assert.ok(outcome('path with NUL', () => bank.saveData(`${file}\0.x`, 8)) instanceof HiermemError);
   bank.close();
-  for (const call of [() => bank.gather(f32(slot), Int32Array.from([1, 2])), () => bank.readBlock('weight', 0, 0, f32(24)), () => bank.bytes, () => bank.flush()]) {
+  for (const call of [() => bank.gather(f32(slot), Int32Array.from([1, 2])), () => bank.readBlock('weight', 0, 0, f32(24)), () => bank.bytes, () => bank.flush(),
+    () => bank.gatherAsync(f32(slot), Int32Array.from([1, 2])), () => bank.adamwUpdateAsync(Int32Array.of(0, 0), f32(24), { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale: 1 }, 0)]) {
     const r = outcome('closed bank', call);
     assert.ok(r instanceof HiermemError && r.code === 'E_DISPOSED', String(r));
   }

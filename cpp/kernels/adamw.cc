@@ -9,12 +9,7 @@
 namespace hm {
 
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float wd, const AdamWHyper& h) {
-  const double bc1 = 1.0 - std::pow((double)h.beta1, (double)h.step);
-  const double bc2 = 1.0 - std::pow((double)h.beta2, (double)h.step);
-  const float b1 = (float)h.beta1, b2 = (float)h.beta2, s = (float)h.grad_scale, lr = (float)h.lr, eps = (float)h.eps;
-  const float one_m_b1 = (float)(1.0 - h.beta1), one_m_b2 = (float)(1.0 - h.beta2);
-  const float ibc1 = (float)(1.0 / bc1), ibc2 = (float)(1.0 / bc2);
-  const AdamWConsts k{b1, b2, one_m_b1, one_m_b2, ibc1, ibc2, lr, eps, wd, s};
+  const AdamWConsts k = adamw_consts(h, wd);
   parallel_for(n, [&](int64_t i0, int64_t i1) { adamw_span(p + i0, g + i0, m + i0, v + i0, i1 - i0, k); }, 16384);
 }
 

@@ -2,32 +2,28 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
 #include "kernels/vecmath.h"
-#include "matmul.h"
+#include "kernels/linear.h"
 #include "parallel.h"
 
+#if HM_X86
 // GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#endif
 
 namespace hm {
 
 static constexpr int64_t kQueryTile = 64;
 
-// ---- AVX-512 tile products ------------------------------------------------------------------------
-// The products of one query tile are small (64 x 128 x 32 for the 0.5M model): through the general
-// GEMM each one pays the packing overhead and computes the masked (causal) half of the diagonal
-// block. These register-blocked kernels read the operands in place and skip the blocks
-// that causality zeroes. Per output element the sum runs over k in order (FMA), independent of
-// threads.
 namespace {
-
 // Which part of C (m x n) = alpha A (m x k) B (k x n) a row block [r0, r0 + MR) needs (coff: the
 // query-minus-key offset of row/column 0, i.e. i0 - k0):
 enum class Causal {
@@ -36,6 +32,17 @@ enum class Causal {
   k_end,    // row r's A row is zero beyond p > r + coff (P V, dS K)
   k_begin,  // row r (a key) gets nothing from p < r - coff (P^T dO, dS^T Q)
 };
+}  // namespace
+
+#if HM_X86
+// ---- AVX-512 tile products ------------------------------------------------------------------------
+// The products of one query tile are small (64 x 128 x 32 for the 0.5M model): through the general
+// GEMM each one pays the packing overhead and computes the masked (causal) half of the diagonal
+// block. These register-blocked kernels read the operands in place and skip the blocks
+// that causality zeroes. Per output element the sum runs over k in order (FMA), independent of
+// threads.
+namespace {
+
 
 // acc[MR][NV] += A(r, p) * B(p, 0:16 NV) for p in [kb, ke); A(r, p) = A[r * ars + p * aps]; then
 // C = alpha acc (+ C if acc). NV = 1 serves a last column chunk of <= 16.
@@ -157,6 +164,16 @@ HM_TARGET_AVX512 void transpose_rows(float* xt, int64_t ldt, const float* x, int
 }
 
 }  // namespace
+#else
+// Other architectures: simd_level() is generic, so the vector path (vec below) is never taken;
+// these never-called stand-ins keep one code path for the generic GEMM calls.
+namespace {
+[[noreturn]] void no_vector_path() { std::abort(); }
+void tile_gemm(int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, const float*, int64_t, float*,
+               int64_t, bool, Causal, int64_t) { no_vector_path(); }
+void transpose_rows(float*, int64_t, const float*, int64_t, int64_t, int64_t) { no_vector_path(); }
+}  // namespace
+#endif  // HM_X86
 
 // Key range [k0, k1) needed by queries [i0, i1) of one row.
 static void key_range(const int32_t* ds, int64_t i0, int64_t i1, int64_t* k0, int64_t* k1) {

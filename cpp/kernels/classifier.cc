@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "kernels/vecmath.h"
-#include "matmul.h"
+#include "kernels/linear.h"
 #include "parallel.h"
 
 namespace hm {

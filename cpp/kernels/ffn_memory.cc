@@ -2,8 +2,8 @@
 
 #include <cstring>
 
-#include "kernels/swiglu.h"
-#include "matmul.h"
+#include "kernels/ffn.h"
+#include "kernels/linear.h"
 
 namespace hm {
 

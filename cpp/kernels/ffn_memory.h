@@ -8,12 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace hm {
+#include "contract.h"  // MemoryGroup
 
-struct MemoryGroup {
-  int64_t row0, rows;  // token rows [row0, row0 + rows)
-  int64_t slot;        // fetched slot
-};
+namespace hm {
 
 // Consecutive sequences (T rows each) with the same slot form one group.
 std::vector<MemoryGroup> memory_groups(const int32_t* seq_slot, int64_t B, int64_t T);

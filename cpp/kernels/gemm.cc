@@ -1,11 +1,14 @@
 #include "gemm.h"
 
 // GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
+#include "vecmath.h"
+#if HM_X86
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -114,6 +117,7 @@ void pack_b_panel(const Problem& p, int64_t j0, int64_t nr, int64_t k0, int64_t 
 // C tile (m <= MR rows, n <= NR columns, leading dim ldc) = alpha * sum_k a[k][r] b[k][c] + beta * C;
 // beta == 0 never reads C. a: packed MR x kc (k-major), b: packed kc x NR (k-major, 64-byte aligned).
 
+#if HM_X86
 // AVX-512: 12 rows x 2 vectors of 16 = 24 accumulators, 2 B loads and one broadcast per row and k.
 HM_TARGET_AVX512 void kernel_avx512(int64_t kc, const float* __restrict a, const float* __restrict b, float* c,
                                     int64_t ldc, float alpha, float beta, int64_t m, int64_t n) {
@@ -186,6 +190,8 @@ HM_TARGET_AVX2 void kernel_avx2(int64_t kc, const float* __restrict a, const flo
     }
   }
 }
+
+#endif  // HM_X86
 
 // Portable C++ (any x86-64 or aarch64 compiler): 4 x 16 accumulators the compiler keeps in
 // registers and vectorises with the baseline instruction set.
@@ -369,8 +375,10 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   }
   if (M <= kSmallM) return gemm_small_m(p);
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: gemm_packed<12, 32>(p, kernel_avx512); break;
     case SimdLevel::avx2: gemm_packed<6, 16>(p, kernel_avx2); break;
+#endif
     default: gemm_packed<4, 16>(p, kernel_generic); break;
   }
 }

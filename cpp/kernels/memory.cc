@@ -36,35 +36,19 @@ static void place_block(float* slot, const float* src, const MemoryLayout& L, in
     std::memcpy(slot + (m * R + row0) * d, src + m * rows * d, sizeof(float) * rows * d);
 }
 
-void memory_gather(float* fetched, MemoryBank& bank, const int32_t* paths, int64_t S) {
-  const MemoryLayout& L = bank.layout();
-  auto blocks = memory_unique_blocks(L, paths, S);
-  // File banks: ask for every block's pages at once before copying. The mapping is MADV_RANDOM
-  // (no readahead), so without this a cold block is read one 4 KiB page fault at a time:
-  // 8x slower per path in bench (tiers). No-op for RAM banks.
-  for (const auto& b : blocks) bank.prefetch(b.first, b.second);
-  if (bank.writable()) {
-    parallel_for((int64_t)blocks.size(), [&](int64_t a, int64_t b) {
-      for (int64_t u = a; u < b; u++) bank.ensure_initialized(blocks[(size_t)u].first, blocks[(size_t)u].second);
-    });
-  }
+void memory_gather(float* fetched, const MemoryLayout& L, const std::vector<BlockId>& blocks, const float* const* src,
+                   const int32_t* paths, int64_t S) {
   const int64_t levels = L.p;
   parallel_for(S * (levels + 1), [&](int64_t a, int64_t b) {
-    std::vector<float> tmp;
     for (int64_t task = a; task < b; task++) {
       const int64_t s = task / (levels + 1), l = task % (levels + 1);
       const int32_t* ps = paths + s * L.p;
       const bool generic = ps[0] < 0;
       // a slot is either the generic block (task l == p) or one block per level (tasks l < p)
       if (generic != (l == levels) || !L.has_level(l)) continue;
-      const int64_t node = generic ? 0 : ps[l];
-      const float* src = bank.weight(l, node);
-      if (!bank.initialized(l)[node]) {  // read-only bank, block never trained: its init values
-        tmp.resize((size_t)L.block_floats(l));
-        bank.init_values(l, node, tmp.data());
-        src = tmp.data();
-      }
-      place_block(fetched + s * L.slot_floats(), src, L, L.rows(l), L.row_offset(l));
+      const BlockId id(l, generic ? 0 : ps[l]);
+      const size_t u = (size_t)(std::lower_bound(blocks.begin(), blocks.end(), id) - blocks.begin());  // always found
+      place_block(fetched + s * L.slot_floats(), src[u], L, L.rows(l), L.row_offset(l));
     }
   });
 }

@@ -13,16 +13,16 @@
 
 namespace hm {
 
-using BlockId = std::pair<int64_t, int64_t>;  // (level, node); level p = the generic block
-
 // paths (S, p): node index per level, or paths[s*p] == -1 for a slot that uses the generic block.
 // Returns the unique blocks the slots fetch, sorted (level, node); levels with r = 0 are skipped.
 std::vector<BlockId> memory_unique_blocks(const MemoryLayout& L, const int32_t* paths, int64_t S);
 
 // fetched (S, Lm, 3, R, d): slot s gets, for every level l, block (l, paths[s][l]) in rows
-// [row_offset(l), row_offset(l) + r_l) of each (layer, gate|up|down). Uninitialised blocks are
-// initialised in the bank first (writable banks) or generated on the fly (read-only banks).
-void memory_gather(float* fetched, MemoryBank& bank, const int32_t* paths, int64_t S);
+// [row_offset(l), row_offset(l) + r_l) of each (layer, gate|up|down). A pure copy, as its CUDA twin:
+// `blocks` are the paths' blocks (memory_unique_blocks) and src[u] the weights of blocks[u], from
+// MemoryBank::prepare_gather, which does the lazy initialisation.
+void memory_gather(float* fetched, const MemoryLayout& L, const std::vector<BlockId>& blocks, const float* const* src,
+                   const int32_t* paths, int64_t S);
 
 // dblocks: the blocks' gradients back to back, block u at offset sum_{v<u} block_floats(level_v).
 // dblocks[u] += sum over slots s that fetched block u of the matching rows of dfetched[s].

@@ -1,11 +1,13 @@
 #include "vecmath.h"
 
 // GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
+#if HM_X86
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +28,9 @@ namespace hm {
 namespace {
 
 SimdLevel detect_level() {
+#if !HM_X86
+  return SimdLevel::generic;
+#else
   __builtin_cpu_init();
   SimdLevel l = SimdLevel::generic;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) l = SimdLevel::avx2;
@@ -39,6 +44,7 @@ SimdLevel detect_level() {
     if ((int)want < (int)l) l = want;
   }
   return l;
+#endif
 }
 
 // Cody-Waite split of ln 2 and the polynomial of Sleef's expf_u10 (1.0 ulp).
@@ -53,6 +59,7 @@ constexpr float kC4 = 0.166666671633720397949219f;
 constexpr float kLo = -104.f;  // exp(x) rounds to 0 below
 constexpr float kHi = 100.f;   // and to +inf above (the scaling overflows from 88.73 on)
 
+#if HM_X86
 // ---------------------------------------------------------------------------------------- AVX-512
 HM_AVX512 HM_INLINE __m512 exp16(__m512 x) {
   const __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
@@ -247,6 +254,8 @@ HM_AVX2 float max_avx2(const float* x, int64_t n) {
   return r;
 }
 
+#endif  // HM_X86
+
 // --------------------------------------------------------------------------------------- generic
 inline float sigmoid1(float x) { return 1.f / (1.f + std::exp(-x)); }
 
@@ -293,6 +302,7 @@ double sum_generic(const float* a, const float* b, const float* c, int64_t n) {
   }
   return tree16(acc);
 }
+#if HM_X86
 HM_AVX512 HM_INLINE double tree16_avx512(__m512d lo, __m512d hi) {
   const __m512d s = _mm512_add_pd(lo, hi);  // l += l + 8
   const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));  // l += l + 4
@@ -322,8 +332,11 @@ HM_AVX512 double sum_avx512(const float* a, const float* b, const float* c, int6
   return tree16_avx512(lo, hi);
 }
 
+#endif  // HM_X86
+
 // ----------------------------------------------------------------------------------------- AdamW
 // p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p): the scalar expression's operations in its order.
+#if HM_X86
 HM_AVX512 void adamw_avx512(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k) {
   const __m512 b1 = _mm512_set1_ps(k.b1), b2 = _mm512_set1_ps(k.b2), o1 = _mm512_set1_ps(k.one_m_b1),
                o2 = _mm512_set1_ps(k.one_m_b2), i1 = _mm512_set1_ps(k.ibc1), i2 = _mm512_set1_ps(k.ibc2),
@@ -366,6 +379,8 @@ HM_AVX2 void adamw_avx2(float* p, const float* g, float* m, float* v, int64_t n,
   }
 }
 
+#endif  // HM_X86
+
 void adamw_generic(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k) {
   for (int64_t i = 0; i < n; i++) {
     const float gi = g[i] * k.scale;
@@ -387,8 +402,10 @@ SimdLevel simd_level() {
 
 const char* simd_level_name() {
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return "avx512";
     case SimdLevel::avx2: return "avx2";
+#endif
     default: return "generic";
   }
 }
@@ -396,8 +413,10 @@ const char* simd_level_name() {
 void silu_mul(float* h, const float* g, const float* u, int64_t n) {
   if (n <= 0) return;
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return silu_mul_avx512(h, g, u, n);
     case SimdLevel::avx2: return silu_mul_avx2(h, g, u, n);
+#endif
     default: return silu_mul_generic(h, g, u, n);
   }
 }
@@ -406,8 +425,10 @@ void silu_mul_backward(float* dg, float* du, const float* dh, const float* g, co
                        bool accumulate) {
   if (n <= 0) return;
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return silu_mul_backward_avx512(dg, du, dh, g, u, n, accumulate);
     case SimdLevel::avx2: return silu_mul_backward_avx2(dg, du, dh, g, u, n, accumulate);
+#endif
     default: return silu_mul_backward_generic(dg, du, dh, g, u, n, accumulate);
   }
 }
@@ -415,8 +436,10 @@ void silu_mul_backward(float* dg, float* du, const float* dh, const float* g, co
 double exp_shift_sum(float* x, int64_t n, float c) {
   if (n <= 0) return 0.0;
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return exp_shift_avx512<true>(x, n, c);
     case SimdLevel::avx2: return exp_shift_avx2<true>(x, n, c);
+#endif
     default: return exp_shift_generic(x, n, c, true);
   }
 }
@@ -424,16 +447,20 @@ double exp_shift_sum(float* x, int64_t n, float c) {
 void exp_shift(float* x, int64_t n, float c) {
   if (n <= 0) return;
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: exp_shift_avx512<false>(x, n, c); return;
     case SimdLevel::avx2: exp_shift_avx2<false>(x, n, c); return;
+#endif
     default: exp_shift_generic(x, n, c, false); return;
   }
 }
 
 float max_of(const float* x, int64_t n) {
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return max_avx512(x, n);
     case SimdLevel::avx2: return max_avx2(x, n);
+#endif
     default: {
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; j++) mx = std::max(mx, x[j]);
@@ -443,26 +470,34 @@ float max_of(const float* x, int64_t n) {
 }
 
 double sumsq_f64(const float* x, int64_t n) {
+#if HM_X86
   if (simd_level() == SimdLevel::avx512) return sum_avx512<1>(x, nullptr, nullptr, n);
+#endif
   return sum_generic<1>(x, nullptr, nullptr, n);
 }
 
 void adamw_span(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k) {
   if (n <= 0) return;
   switch (simd_level()) {
+#if HM_X86
     case SimdLevel::avx512: return adamw_avx512(p, g, m, v, n, k);
     case SimdLevel::avx2: return adamw_avx2(p, g, m, v, n, k);
+#endif
     default: return adamw_generic(p, g, m, v, n, k);
   }
 }
 
 double dot_f64(const float* a, const float* b, int64_t n) {
+#if HM_X86
   if (simd_level() == SimdLevel::avx512) return sum_avx512<2>(a, b, nullptr, n);
+#endif
   return sum_generic<2>(a, b, nullptr, n);
 }
 
 double dot3_f64(const float* a, const float* b, const float* c, int64_t n) {
+#if HM_X86
   if (simd_level() == SimdLevel::avx512) return sum_avx512<3>(a, b, c, n);
+#endif
   return sum_generic<3>(a, b, c, n);
 }
 

@@ -15,12 +15,23 @@
 #pragma once
 #include <cstdint>
 
+#include "contract.h"
+
 // Function-level targets for multi-versioned loops: an always-inline body (HM_INLINE) compiled
 // into an HM_TARGET_AVX512 (optionally HM_TARGET_AVX2) wrapper and a plain one, picked with
 // simd_level(). Such auto-vectorised wrappers may contract a * b + c into an FMA: deterministic,
 // but not the same bits as the plain wrapper.
+// On other architectures (aarch64) the x86 levels do not exist: simd_level() is always generic,
+// the wrappers compile as plain functions and intrinsic code sits behind HM_X86.
+#if defined(__x86_64__) || defined(__i386__)
+#define HM_X86 1
 #define HM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
 #define HM_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define HM_X86 0
+#define HM_TARGET_AVX512
+#define HM_TARGET_AVX2
+#endif
 #define HM_INLINE inline __attribute__((always_inline))
 
 namespace hm {
@@ -46,11 +57,8 @@ double sumsq_f64(const float* x, int64_t n);
 double dot3_f64(const float* a, const float* b, const float* c, int64_t n);
 double dot_f64(const float* a, const float* b, int64_t n);
 
-// AdamW on a range; the constants as adamw_update derives them. Every level computes exactly the
+// AdamW on a range; the constants from adamw_consts (contract.h). Every level computes exactly the
 // scalar expression's operations (no contraction), so all levels give the same bits.
-struct AdamWConsts {
-  float b1, b2, one_m_b1, one_m_b2, ibc1, ibc2, lr, eps, wd, scale;
-};
 void adamw_span(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k);
 
 }  // namespace hm

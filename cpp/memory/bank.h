@@ -3,16 +3,26 @@
 // larger than RAM; only touched pages become resident). Blocks are initialised lazily and
 // deterministically on first fetch (gate/up truncated normal std 1/sqrt(d) from a counter-based
 // RNG keyed by (seed, level, node); down rows zero), so creating a bank of any size is O(1) and a
-// RAM bank and a file bank of the same seed hold bit-identical values.
+// RAM bank and a file bank of the same seed hold bit-identical values. The lazy initialisation
+// lives here (prepare_gather), not in the gather kernels: the CPU kernel and its CUDA twin only copy.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "memory/layout.h"
 
 namespace hm {
+
+using BlockId = std::pair<int64_t, int64_t>;  // (level, node); level p = the generic block
+
+// Where a gather copies each block from: weights[u] holds block u's [Lm][3][rows][d] values.
+struct GatherSources {
+  std::vector<const float*> weights;
+  std::vector<std::vector<float>> generated;  // init values of never-trained blocks of a read-only bank
+};
 
 class MemoryBank {
  public:
@@ -40,6 +50,11 @@ class MemoryBank {
   void init_values(int64_t l, int64_t node, float* dst) const;
   // Initialises the block in place if it was never initialised (needs a writable bank).
   void ensure_initialized(int64_t l, int64_t node);
+  // Readies `blocks` (sorted unique, as memory_unique_blocks gives them) for a gather: pages them
+  // in (file banks), initialises never-touched ones in place (writable banks) or generates their
+  // init values into `generated` (read-only banks: the file must not change). Same values either
+  // way, whichever threads run it. Called before every gather, whichever backend copies.
+  GatherSources prepare_gather(const std::vector<BlockId>& blocks);
 
   // Hints the OS to page in these blocks (file banks; a no-op in RAM).
   void prefetch(int64_t l, int64_t node) const;

@@ -1,16 +1,15 @@
 // adamw.cu — dense AdamW update and the global gradient sum of squares (CPU twin: cpp/kernels/adamw.cc).
 //   adamw_update   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p), m / v updated in place
 //   global_sumsq   *out_dev = sum g^2 in double (the caller takes the sqrt: hm::global_norm returns it)
-// The update uses the twin's float expression order with round-to-nearest intrinsics (no FMA
-// contraction) and IEEE division / sqrt, so with the same float hyperparameters and bias
-// corrections it reproduces the CPU's floats (the twin derives 1 - beta in double; for a float beta
-// that difference is exact either way). The bias corrections come precomputed from the host.
+// The update is adamw_element (adamw.cuh): the twin's float expression, bit for bit, given the same
+// hm::AdamWConsts (derived on the host by hm::adamw_consts, as the CPU does).
 // The sum of squares is a fixed two-pass tree: P(n) blocks write partials to scratch, one block
 // sums them; P depends only on n, so the result is bit-identical run to run and GPU to GPU.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "adamw.cuh"
 #include "hiermem_cuda.h"
 
 namespace hmc {
@@ -22,19 +21,9 @@ constexpr int kMaxPartials = 1024;  // = threads of the final block
 inline cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
 
 // p, g, m, v (n): thread per element, grid-stride.
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWArgs a) {
-  const float one_m_b1 = a.one_minus_beta1, one_m_b2 = a.one_minus_beta2;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float gi = __fmul_rn(g[i], a.grad_scale);
-    const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(one_m_b1, gi));
-    const float vi = __fadd_rn(__fmul_rn(a.beta2, v[i]), __fmul_rn(__fmul_rn(one_m_b2, gi), gi));
-    m[i] = mi;
-    v[i] = vi;
-    const float mhat = __fmul_rn(mi, a.inv_bc1), vhat = __fmul_rn(vi, a.inv_bc2);
-    const float pi = p[i];
-    p[i] = __fsub_rn(pi, __fmul_rn(a.lr, __fadd_rn(__fdiv_rn(mhat, __fadd_rn(__fsqrt_rn(vhat), a.eps)),
-                                                   __fmul_rn(a.wd, pi))));
-  }
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, AdamWConsts k) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    adamw_element(p, g, m, v, i, k.ibc1, k.ibc2, k);
 }
 
 // Fixed shared-memory tree over kThreads (or 1024) doubles; the caller's blockDim is a power of 2.
@@ -77,13 +66,13 @@ inline int64_t sumsq_partials(int64_t n) {
 
 }  // namespace
 
-int adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWArgs& a, Stream s) {
+int adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWConsts& k, Stream s) {
   if (n < 0) return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
   if (!p || !g || !m || !v) return (int)cudaErrorInvalidValue;
   int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > (1 << 20)) blocks = 1 << 20;
-  adamw_kernel<<<(unsigned)blocks, kThreads, 0, as_stream(s)>>>(p, g, m, v, n, a);
+  adamw_kernel<<<(unsigned)blocks, kThreads, 0, as_stream(s)>>>(p, g, m, v, n, k);
   return (int)cudaGetLastError();
 }
 

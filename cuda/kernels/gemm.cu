@@ -1,4 +1,4 @@
-// gemm.cu — the dense GEMM of the CUDA backend (twin: hm::gemm in cpp/matmul.h).
+// gemm.cu — the dense GEMM of the CUDA backend (twin: hm::gemm in cpp/kernels/gemm.h).
 // Row-major C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C, in three modes: FP32 (FMA on
 // fp32), TF32 and BF16 (mma.sync tensor cores, fp32 accumulation, operands rounded while staged).
 // The tile machinery is in gemm.cuh.

@@ -1,5 +1,5 @@
 // gemm.cuh — device-side tile machinery shared by the dense-product kernels (gemm.cu, ffn.cu,
-// ffn_memory.cu). CPU twin of what is built from it: hm::gemm in cpp/matmul.h.
+// ffn_memory.cu). CPU twin of what is built from it: hm::gemm in cpp/kernels/gemm.h.
 //
 // Defines (namespace hmc::gemm_detail, all inline / templates):
 //   Cfg<MODE>        per-mode shared-memory element type and k-tile (FP32/TF32: fp32 words, BK 16;

@@ -2,6 +2,8 @@
 //   memory_gather       bank blocks named by the paths -> fetched (S, Lm, 3, R, d)
 //   memory_scatter_add  dfetched -> one gradient per unique block, summed over slots in slot order
 //   memory_adamw        AdamW on each listed block with its own bias corrections
+// Gather is a pure copy, as its twin: never-trained blocks are initialised by the bank
+// (hm::MemoryBank::prepare_gather) before their levels reach the device or a gather reads them.
 // Layout (cpp/memory/layout.h, authoritative): a block of level l is [Lm][3][rows_l][d]; a slot is
 // [Lm][3][R][d] with level l's rows at row_offset_l. A slot whose path starts with a negative node
 // uses only the generic block (level p = num_levels-1 when L.generic, node 0, rows R at offset 0).
@@ -11,6 +13,7 @@
 
 #include <cstdint>
 
+#include "adamw.cuh"
 #include "hiermem_cuda.h"
 
 namespace hmc {
@@ -139,22 +142,12 @@ __global__ void memory_scatter_add_kernel(float* dblocks, const BlockRef* blocks
 }
 
 // blocks (U): grid (gx, gy); block row y handles blocks u = y, y + gridDim.y, ...; within one block
-// the gx thread blocks grid-stride over its n floats. Same float expression as adamw.cu / the twin.
-__global__ void memory_adamw_kernel(const SparseAdamBlock* blocks, int64_t U, AdamWArgs a) {
-  const float one_m_b1 = a.one_minus_beta1, one_m_b2 = a.one_minus_beta2;
+// the gx thread blocks grid-stride over its n floats. adamw_element (adamw.cuh), as adamw.cu.
+__global__ void memory_adamw_kernel(const SparseAdamBlock* blocks, int64_t U, AdamWConsts k) {
   for (int64_t u = blockIdx.y; u < U; u += gridDim.y) {
     const SparseAdamBlock b = blocks[u];
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b.n; i += (int64_t)gridDim.x * blockDim.x) {
-      const float gi = __fmul_rn(b.g[i], a.grad_scale);
-      const float mi = __fadd_rn(__fmul_rn(a.beta1, b.m[i]), __fmul_rn(one_m_b1, gi));
-      const float vi = __fadd_rn(__fmul_rn(a.beta2, b.v[i]), __fmul_rn(__fmul_rn(one_m_b2, gi), gi));
-      b.m[i] = mi;
-      b.v[i] = vi;
-      const float mhat = __fmul_rn(mi, b.inv_bc1), vhat = __fmul_rn(vi, b.inv_bc2);
-      const float pi = b.w[i];
-      b.w[i] = __fsub_rn(pi, __fmul_rn(a.lr, __fadd_rn(__fdiv_rn(mhat, __fadd_rn(__fsqrt_rn(vhat), a.eps)),
-                                                       __fmul_rn(a.wd, pi))));
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b.n; i += (int64_t)gridDim.x * blockDim.x)
+      adamw_element(b.w, b.g, b.m, b.v, i, b.ibc1, b.ibc2, k);
   }
 }
 
@@ -189,7 +182,7 @@ int memory_scatter_add(float* dblocks, const BlockRef* blocks, int64_t U, const 
   return (int)cudaGetLastError();
 }
 
-int memory_adamw(const SparseAdamBlock* blocks, int64_t U, const AdamWArgs& a, Stream s) {
+int memory_adamw(const SparseAdamBlock* blocks, int64_t U, const AdamWConsts& k, Stream s) {
   if (U < 0) return (int)cudaErrorInvalidValue;
   if (U == 0) return 0;
   if (!blocks) return (int)cudaErrorInvalidValue;
@@ -197,7 +190,7 @@ int memory_adamw(const SparseAdamBlock* blocks, int64_t U, const AdamWArgs& a, S
   const int64_t gy = U < 65535 ? U : 65535;
   int64_t gx = (2048 + gy - 1) / gy;
   if (gx > 1024) gx = 1024;
-  memory_adamw_kernel<<<dim3((unsigned)gx, (unsigned)gy), kThreads, 0, as_stream(s)>>>(blocks, U, a);
+  memory_adamw_kernel<<<dim3((unsigned)gx, (unsigned)gy), kThreads, 0, as_stream(s)>>>(blocks, U, k);
   return (int)cudaGetLastError();
 }
 

@@ -80,7 +80,7 @@ void run_case(hmt::Ctx& ctx, const Case& c, uint64_t seed, const std::vector<int
   const int64_t qo = 0, ko = c.interleaved ? D : N * D, vo = c.interleaved ? 2 * D : 2 * N * D;
   const size_t qkv_n = (size_t)(c.interleaved ? N * ld : 3 * N * D), row_n = (size_t)(N * ld);
 
-  hmt::Rng rng(seed);
+  hmdev::Rng rng(seed);
   std::vector<float> qkv = rng.normals(qkv_n);
   if (c.qscale != 1.f)
     for (int64_t n = 0; n < N; n++)
@@ -97,10 +97,10 @@ void run_case(hmt::Ctx& ctx, const Case& c, uint64_t seed, const std::vector<int
   hm::attention_forward(out_cpu.data(), lse_cpu.data(), qkv.data() + qo, qkv.data() + ko, qkv.data() + vo, ds_h, B, T,
                         H, hd, ld);
 
-  hmt::DevBuf<float> d_qkv(qkv), d_out(std::vector<float>(row_n, kSentinel)), d_lse((size_t)(B * H * T));
-  hmt::DevBuf<int32_t> d_ds(ds);
+  hmdev::DevBuf<float> d_qkv(qkv), d_out(std::vector<float>(row_n, kSentinel)), d_lse((size_t)(B * H * T));
+  hmdev::DevBuf<int32_t> d_ds(ds);
   const int32_t* ds_d = ds.empty() ? nullptr : d_ds.p;
-  HMT_OK(hmc::attention_forward(d_out.p, d_lse.p, d_qkv.p + qo, d_qkv.p + ko, d_qkv.p + vo, ds_d, B, T, H, hd, ld,
+  HMC_CHECK(hmc::attention_forward(d_out.p, d_lse.p, d_qkv.p + qo, d_qkv.p + ko, d_qkv.p + vo, ds_d, B, T, H, hd, ld,
                                 nullptr));
   std::vector<float> out_gpu = d_out.download(), lse_gpu = d_lse.download();
   const std::vector<float> lse_in = lse_cpu;  // the backward's input (before the -inf edit below)
@@ -122,10 +122,10 @@ void run_case(hmt::Ctx& ctx, const Case& c, uint64_t seed, const std::vector<int
   hm::attention_backward(dqkv_cpu.data() + qo, dqkv_cpu.data() + ko, dqkv_cpu.data() + vo, dout.data(), qkv.data() + qo,
                          qkv.data() + ko, qkv.data() + vo, out_cpu.data(), lse_in.data(), ds_h, B, T, H, hd, ld);
 
-  hmt::DevBuf<float> d_dout(dout), d_outin(out_cpu), d_lsein(lse_in), d_dqkv(dqkv0);
-  hmt::DevBuf<float> d_scratch((size_t)hmc::attention_backward_scratch_floats(B, T, H));
+  hmdev::DevBuf<float> d_dout(dout), d_outin(out_cpu), d_lsein(lse_in), d_dqkv(dqkv0);
+  hmdev::DevBuf<float> d_scratch((size_t)hmc::attention_backward_scratch_floats(B, T, H));
   auto backward = [&]() {
-    HMT_OK(hmc::attention_backward(d_dqkv.p + qo, d_dqkv.p + ko, d_dqkv.p + vo, d_dout.p, d_qkv.p + qo, d_qkv.p + ko,
+    HMC_CHECK(hmc::attention_backward(d_dqkv.p + qo, d_dqkv.p + ko, d_dqkv.p + vo, d_dout.p, d_qkv.p + qo, d_qkv.p + ko,
                                    d_qkv.p + vo, d_outin.p, d_lsein.p, ds_d, B, T, H, hd, ld, d_scratch.p, nullptr));
   };
   backward();
@@ -207,7 +207,7 @@ HMT_TEST(attention_query_without_keys) {
 
 HMT_TEST(attention_arguments) {
   const int bad = (int)cudaErrorInvalidValue;
-  hmt::DevBuf<float> buf(4 * 8 * 2 * 16 * 3), lse(64), scratch(64);
+  hmdev::DevBuf<float> buf(4 * 8 * 2 * 16 * 3), lse(64), scratch(64);
   float* p = buf.p;
   // zero sizes are no-ops, even with null pointers
   ctx.expect(hmc::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 2, 16, 32, nullptr) == 0,
@@ -222,5 +222,5 @@ HMT_TEST(attention_arguments) {
   ctx.expect(hmc::attention_backward(p, p, p, p, p, p, p, p, lse.p, nullptr, 1, 8, 2, 16, 32, nullptr, nullptr) == bad,
              "scratch null");
   ctx.expect(hmc::attention_backward_scratch_floats(2, 3, 4) == 24, "scratch floats = B*T*H");
-  HMT_CUDA(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaDeviceSynchronize());
 }

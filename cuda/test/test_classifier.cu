@@ -32,7 +32,7 @@ double rms_diff(const std::vector<float>& a, const std::vector<float>* b) {
 }
 
 // One shape in every mode: forward + backward (dx, dwte pre-filled, ADDED to), then forward only.
-void classifier_case(hmt::Ctx& ctx, hmt::Rng& rng, int64_t N, int64_t C, int64_t V) {
+void classifier_case(hmt::Ctx& ctx, hmdev::Rng& rng, int64_t N, int64_t C, int64_t V) {
   const std::string tag = std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(V);
   auto x = rng.normals((size_t)(N * C));
   auto wte = rng.normals((size_t)(V * C), (float)(1.0 / std::sqrt((double)C)));  // logits ~ N(0, 1)
@@ -51,14 +51,14 @@ void classifier_case(hmt::Ctx& ctx, hmt::Rng& rng, int64_t N, int64_t C, int64_t
   hm::classifier_logits(logits.data(), x.data(), wte.data(), N, C, V);
   const double s_logit = rms_diff(logits, nullptr);
 
-  hmt::DevBuf<float> dX(x), dW(wte);
-  hmt::DevBuf<int32_t> dT(targets);
-  hmt::DevBuf<float> dSc((size_t)hmc::classifier_scratch_floats(N, V));
+  hmdev::DevBuf<float> dX(x), dW(wte);
+  hmdev::DevBuf<int32_t> dT(targets);
+  hmdev::DevBuf<float> dSc((size_t)hmc::classifier_scratch_floats(N, V));
   for (hmc::GemmMode mode : kModes) {
     const double rtol = hmt::gemm_rtol(mode);
     const std::string m = mode_name(mode);
-    hmt::DevBuf<float> dL(std::vector<float>((size_t)N, NAN)), dDX(dx0), dDW(dwte0);
-    HMT_OK(hmc::classifier_forward_backward(mode, dL.p, dDX.p, dDW.p, dX.p, dW.p, dT.p, N, C, V, grad_scale, dSc.p,
+    hmdev::DevBuf<float> dL(std::vector<float>((size_t)N, NAN)), dDX(dx0), dDW(dwte0);
+    HMC_CHECK(hmc::classifier_forward_backward(mode, dL.p, dDX.p, dDW.p, dX.p, dW.p, dT.p, N, C, V, grad_scale, dSc.p,
                                             nullptr));
     auto gl = dL.download(), gdx = dDX.download();
     ctx.expect_close(m + " losses " + tag, gl, losses, rtol, 4 * rtol * s_logit);
@@ -71,8 +71,8 @@ void classifier_case(hmt::Ctx& ctx, hmt::Rng& rng, int64_t N, int64_t C, int64_t
                       std::memcmp(&gdx[(size_t)(i * C)], &dx0[(size_t)(i * C)], sizeof(float) * C) == 0;
     ctx.expect(ignored_ok, m + " ignored targets: loss 0 and dx row untouched " + tag);
 
-    hmt::DevBuf<float> dL2(std::vector<float>((size_t)N, NAN));
-    HMT_OK(hmc::classifier_forward_backward(mode, dL2.p, nullptr, nullptr, dX.p, dW.p, dT.p, N, C, V, grad_scale, dSc.p,
+    hmdev::DevBuf<float> dL2(std::vector<float>((size_t)N, NAN));
+    HMC_CHECK(hmc::classifier_forward_backward(mode, dL2.p, nullptr, nullptr, dX.p, dW.p, dT.p, N, C, V, grad_scale, dSc.p,
                                             nullptr));
     ctx.expect_close(m + " losses (forward only) " + tag, dL2.download(), losses, rtol, 4 * rtol * s_logit);
   }
@@ -84,7 +84,7 @@ void classifier_case(hmt::Ctx& ctx, hmt::Rng& rng, int64_t N, int64_t C, int64_t
 // Catches: wrong logsumexp / softmax gradient, the onehot at the wrong column, ignored rows
 // contributing, dx / dwte transposes, += semantics, the forward-only path writing gradients.
 HMT_TEST(classifier_forward_backward) {
-  hmt::Rng rng(9101);
+  hmdev::Rng rng(9101);
   const int64_t shapes[][3] = {{1, 13, 259}, {67, 64, 259}, {130, 96, 259}};
   for (auto& s : shapes) classifier_case(ctx, rng, s[0], s[1], s[2]);
 }
@@ -92,6 +92,6 @@ HMT_TEST(classifier_forward_backward) {
 // More than 16 Mi logits: the GPU splits the rows into chunks (1022 + 78 rows at V = 16411) and
 // dwte sums over chunks. Catches chunk offsets in x / dx / losses / targets and the dwte carry.
 HMT_TEST(classifier_chunked) {
-  hmt::Rng rng(9102);
+  hmdev::Rng rng(9102);
   classifier_case(ctx, rng, 1100, 16, 16411);
 }

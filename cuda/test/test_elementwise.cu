@@ -14,7 +14,7 @@
 #include "kernels/embedding.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
+#include "kernels/ffn.h"
 
 namespace {
 
@@ -25,7 +25,7 @@ std::string dims(std::initializer_list<int64_t> v) {
 }
 
 // tokens in [0, V) with many repeats: a quarter of them from the 5 smallest ids
-std::vector<int32_t> random_tokens(hmt::Rng& rng, int64_t N, int64_t V) {
+std::vector<int32_t> random_tokens(hmdev::Rng& rng, int64_t N, int64_t V) {
   std::vector<int32_t> t((size_t)N);
   for (auto& x : t) x = (int32_t)(rng.below(4) == 0 ? rng.below(5) : rng.below(V));
   return t;
@@ -38,7 +38,7 @@ constexpr float kSentinel = 12345.f;
 // Gather is a copy: bitwise. Catches wrong row/channel indexing, the float4 path mis-indexing and
 // unwritten elements (sentinel). C = 64 also runs on a misaligned output (scalar fallback).
 HMT_TEST(embedding_forward) {
-  hmt::Rng rng(101);
+  hmdev::Rng rng(101);
   const int64_t V = 259;
   for (int64_t N : {1, 7, 130, 1000})
     for (int64_t C : {13, 64, 257}) {
@@ -47,13 +47,13 @@ HMT_TEST(embedding_forward) {
       auto wte = rng.normals((size_t)(V * C));
       std::vector<float> want((size_t)(N * C));
       hm::embedding_forward(want.data(), tokens.data(), wte.data(), N, C);
-      hmt::DevBuf<int32_t> dtok(tokens);
-      hmt::DevBuf<float> dwte(wte), dout(std::vector<float>((size_t)(N * C), kSentinel));
-      HMT_OK(hmc::embedding_forward(dout.p, dtok.p, dwte.p, N, C, nullptr));
+      hmdev::DevBuf<int32_t> dtok(tokens);
+      hmdev::DevBuf<float> dwte(wte), dout(std::vector<float>((size_t)(N * C), kSentinel));
+      HMC_CHECK(hmc::embedding_forward(dout.p, dtok.p, dwte.p, N, C, nullptr));
       ctx.expect_equal("out " + tag, dout.download(), want);
       if (C % 4 == 0) {  // out + 1 float: not 16-byte aligned
-        hmt::DevBuf<float> dmis(std::vector<float>((size_t)(N * C + 1), kSentinel));
-        HMT_OK(hmc::embedding_forward(dmis.p + 1, dtok.p, dwte.p, N, C, nullptr));
+        hmdev::DevBuf<float> dmis(std::vector<float>((size_t)(N * C + 1), kSentinel));
+        HMC_CHECK(hmc::embedding_forward(dmis.p + 1, dtok.p, dwte.p, N, C, nullptr));
         auto got = dmis.download();
         ctx.expect(got[0] == kSentinel, "misaligned out: element before the output untouched " + tag);
         ctx.expect_equal("out misaligned " + tag, std::vector<float>(got.begin() + 1, got.end()), want);
@@ -66,7 +66,7 @@ HMT_TEST(embedding_forward) {
 // unstable sort, a segment boundary off by one (a row added to the wrong token or twice), and
 // overwriting instead of adding to dwte.
 HMT_TEST(embedding_backward) {
-  hmt::Rng rng(102);
+  hmdev::Rng rng(102);
   const int64_t V = 259;
   for (int64_t N : {1, 7, 130, 1000})
     for (int64_t C : {13, 64, 257}) {
@@ -82,13 +82,13 @@ HMT_TEST(embedding_backward) {
 
       const size_t bytes = hmc::embedding_sort_scratch_bytes(N);
       ctx.expect(bytes > 0, "sort scratch size > 0 " + tag);
-      hmt::DevBuf<char> scratch(bytes);
-      hmt::DevBuf<int32_t> dtok(tokens), dorder((size_t)N);
-      hmt::DevBuf<float> ddout(dout), ddwte(dwte0);
-      HMT_OK(hmc::embedding_sort_tokens(dorder.p, dtok.p, N, scratch.p, bytes, nullptr));
+      hmdev::DevBuf<char> scratch(bytes);
+      hmdev::DevBuf<int32_t> dtok(tokens), dorder((size_t)N);
+      hmdev::DevBuf<float> ddout(dout), ddwte(dwte0);
+      HMC_CHECK(hmc::embedding_sort_tokens(dorder.p, dtok.p, N, scratch.p, bytes, nullptr));
       auto order = dorder.download();
       ctx.expect(order == want_order, "order = stable argsort of tokens " + tag);
-      HMT_OK(hmc::embedding_backward(ddwte.p, ddout.p, dtok.p, dorder.p, N, C, nullptr));
+      HMC_CHECK(hmc::embedding_backward(ddwte.p, ddout.p, dtok.p, dorder.p, N, C, nullptr));
       ctx.expect_equal("dwte " + tag, ddwte.download(), want);
     }
 }
@@ -97,7 +97,7 @@ HMT_TEST(embedding_backward) {
 // the sqrt moves rstd by far more than the tolerance). rstd and out: the row sum of squares is in
 // double on both sides (another order), so they differ at most by a float rounding: rtol 1e-6.
 HMT_TEST(rmsnorm_forward) {
-  hmt::Rng rng(103);
+  hmdev::Rng rng(103);
   for (int64_t N : {1, 7, 130, 1000})
     for (int64_t C : {13, 64, 257}) {
       const std::string tag = dims({N, C});
@@ -110,9 +110,9 @@ HMT_TEST(rmsnorm_forward) {
       auto w = rng.normals((size_t)C);
       std::vector<float> out((size_t)(N * C)), rstd((size_t)N);
       hm::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, eps);
-      hmt::DevBuf<float> dx(x), dw(w), dout(std::vector<float>((size_t)(N * C), kSentinel)),
+      hmdev::DevBuf<float> dx(x), dw(w), dout(std::vector<float>((size_t)(N * C), kSentinel)),
           drstd(std::vector<float>((size_t)N, kSentinel));
-      HMT_OK(hmc::rmsnorm_forward(dout.p, drstd.p, dx.p, dw.p, N, C, eps, nullptr));
+      HMC_CHECK(hmc::rmsnorm_forward(dout.p, drstd.p, dx.p, dw.p, N, C, eps, nullptr));
       ctx.expect_close("rstd " + tag, drstd.download(), rstd, 1e-6, 0);
       ctx.expect_close("out " + tag, dout.download(), out, 1e-6, 1e-7);
     }
@@ -125,7 +125,7 @@ HMT_TEST(rmsnorm_forward) {
 // atol = 2e-6 * max_c (|dw0[c]| + sum_n |dout x rstd|). Dropping a single row's term is far larger.
 // A second run from the same inputs must give the same bits (fixed-order reduction).
 HMT_TEST(rmsnorm_backward) {
-  hmt::Rng rng(104);
+  hmdev::Rng rng(104);
   for (int64_t N : {1, 7, 130, 1000})
     for (int64_t C : {13, 64, 257}) {
       const std::string tag = dims({N, C});
@@ -147,14 +147,14 @@ HMT_TEST(rmsnorm_backward) {
       }
       const int64_t sf = hmc::rmsnorm_backward_scratch_floats(N, C);
       ctx.expect(sf > 0, "scratch floats > 0 " + tag);
-      hmt::DevBuf<float> dX(x), dW(w), dDY(dy), dR(rstd), dDX(dx0), dDW(dw0), scratch((size_t)sf);
-      HMT_OK(hmc::rmsnorm_backward(dDX.p, dDW.p, dDY.p, dX.p, dW.p, dR.p, N, C, scratch.p, nullptr));
+      hmdev::DevBuf<float> dX(x), dW(w), dDY(dy), dR(rstd), dDX(dx0), dDW(dw0), scratch((size_t)sf);
+      HMC_CHECK(hmc::rmsnorm_backward(dDX.p, dDW.p, dDY.p, dX.p, dW.p, dR.p, N, C, scratch.p, nullptr));
       auto got_dx = dDX.download(), got_dw = dDW.download();
       ctx.expect_close("dx " + tag, got_dx, want_dx, 1e-5, 1e-6);
       ctx.expect_close("dw " + tag, got_dw, want_dw, 1e-6, 2e-6 * scale);
       dDX.upload(dx0);
       dDW.upload(dw0);
-      HMT_OK(hmc::rmsnorm_backward(dDX.p, dDW.p, dDY.p, dX.p, dW.p, dR.p, N, C, scratch.p, nullptr));
+      HMC_CHECK(hmc::rmsnorm_backward(dDX.p, dDW.p, dDY.p, dX.p, dW.p, dR.p, N, C, scratch.p, nullptr));
       ctx.expect_equal("dx rerun " + tag, dDX.download(), got_dx);
       ctx.expect_equal("dw rerun " + tag, dDW.download(), got_dw);
     }
@@ -165,7 +165,7 @@ HMT_TEST(rmsnorm_backward) {
 // from double on both sides (rare 1-ulp differences): rtol 1e-6, atol 1e-6 on O(1) values. Catches
 // a wrong pairing, angle formula (hd vs hd/2), sign of the backward, ld ignored, gap written.
 HMT_TEST(rope) {
-  hmt::Rng rng(105);
+  hmdev::Rng rng(105);
   struct Case {
     int64_t N, H, hd, gap;
     double base;
@@ -187,10 +187,10 @@ HMT_TEST(rope) {
       auto want = x;
       for (int64_t n = 0; n < N; n++)
         std::memcpy(&want[(size_t)(n * ld)], &packed[(size_t)(n * H * hd)], sizeof(float) * H * hd);
-      hmt::DevBuf<float> dx(x);
-      hmt::DevBuf<int32_t> dpos(pos);
-      if (dir == 0) HMT_OK(hmc::rope_forward(dx.p, dpos.p, N, H, hd, ld, cs.base, nullptr));
-      else HMT_OK(hmc::rope_backward(dx.p, dpos.p, N, H, hd, ld, cs.base, nullptr));
+      hmdev::DevBuf<float> dx(x);
+      hmdev::DevBuf<int32_t> dpos(pos);
+      if (dir == 0) HMC_CHECK(hmc::rope_forward(dx.p, dpos.p, N, H, hd, ld, cs.base, nullptr));
+      else HMC_CHECK(hmc::rope_backward(dx.p, dpos.p, N, H, hd, ld, cs.base, nullptr));
       ctx.expect_close(tag, dx.download(), want, 1e-6, 1e-6);
     }
 }
@@ -200,7 +200,7 @@ HMT_TEST(rope) {
 // by |dh * up * gate| (up to ~30 here), hence atol 1e-5 there. A wrong derivative is off by O(0.1).
 // Gates up to ~±10 reach both saturated ends of the sigmoid.
 HMT_TEST(swiglu) {
-  hmt::Rng rng(106);
+  hmdev::Rng rng(106);
   for (int64_t n : {1, 7, 1000, 4099}) {
     const std::string tag = dims({n});
     auto gate = rng.normals((size_t)n, 3.f), up = rng.normals((size_t)n), dh = rng.normals((size_t)n);
@@ -209,9 +209,9 @@ HMT_TEST(swiglu) {
     hm::swiglu_forward(h.data(), gate.data(), up.data(), n);
     auto dg = dg0, du = du0;
     hm::swiglu_backward(dg.data(), du.data(), dh.data(), gate.data(), up.data(), n);
-    hmt::DevBuf<float> dG(gate), dU(up), dDH(dh), dH(std::vector<float>((size_t)n, kSentinel)), dDG(dg0), dDU(du0);
-    HMT_OK(hmc::swiglu_forward(dH.p, dG.p, dU.p, n, nullptr));
-    HMT_OK(hmc::swiglu_backward(dDG.p, dDU.p, dDH.p, dG.p, dU.p, n, nullptr));
+    hmdev::DevBuf<float> dG(gate), dU(up), dDH(dh), dH(std::vector<float>((size_t)n, kSentinel)), dDG(dg0), dDU(du0);
+    HMC_CHECK(hmc::swiglu_forward(dH.p, dG.p, dU.p, n, nullptr));
+    HMC_CHECK(hmc::swiglu_backward(dDG.p, dDU.p, dDH.p, dG.p, dU.p, n, nullptr));
     ctx.expect_close("h " + tag, dH.download(), h, 2e-6, 1e-6);
     ctx.expect_close("dgate " + tag, dDG.download(), dg, 2e-6, 1e-5);
     ctx.expect_close("dup " + tag, dDU.download(), du, 2e-6, 1e-6);
@@ -223,7 +223,7 @@ HMT_TEST(swiglu) {
 // We allow ~2 ulp (rtol 2.5e-7) so that an unforeseen rounding detail does not fail the run, which
 // still catches a wrong bias correction, a missing grad_scale or weight decay, or m/v not stored.
 HMT_TEST(adamw_update) {
-  hmt::Rng rng(107);
+  hmdev::Rng rng(107);
   const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.5f;
   for (int64_t n : {1, 7, 1000, 100003})
     for (float wd : {0.f, 0.1f})
@@ -235,9 +235,8 @@ HMT_TEST(adamw_update) {
         hm::AdamWHyper h{(double)lr, (double)b1, (double)b2, (double)eps, step, (double)gs};
         auto wp = p, wm = m, wv = v;
         hm::adamw_update(wp.data(), g.data(), wm.data(), wv.data(), n, wd, h);
-        hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, wd, gs, step);
-        hmt::DevBuf<float> dP(p), dG(g), dM(m), dV(v);
-        HMT_OK(hmc::adamw_update(dP.p, dG.p, dM.p, dV.p, n, a, nullptr));
+        hmdev::DevBuf<float> dP(p), dG(g), dM(m), dV(v);
+        HMC_CHECK(hmc::adamw_update(dP.p, dG.p, dM.p, dV.p, n, hm::adamw_consts(h, wd), nullptr));
         ctx.expect_close("p " + tag, dP.download(), wp, 2.5e-7, 1e-12);
         ctx.expect_close("m " + tag, dM.download(), wm, 2.5e-7, 1e-12);
         ctx.expect_close("v " + tag, dV.download(), wv, 2.5e-7, 1e-12);
@@ -247,15 +246,15 @@ HMT_TEST(adamw_update) {
 // Double sums in another order: sqrt(ours) vs hm::global_norm to 1e-12 relative. Reruns must be
 // bit-identical; n = 0 must write 0.
 HMT_TEST(global_sumsq) {
-  hmt::Rng rng(108);
+  hmdev::Rng rng(108);
   for (int64_t n : {0, 1, 7, 1000, (1 << 20) + 3, 5000011}) {
     const std::string tag = dims({n});
     auto g = rng.normals((size_t)n);
     const int64_t sd = hmc::global_norm_scratch_doubles(n);
     ctx.expect(sd >= 1, "scratch doubles >= 1 " + tag);
-    hmt::DevBuf<float> dG(g);
-    hmt::DevBuf<double> scratch((size_t)sd), out(std::vector<double>{7.0});
-    HMT_OK(hmc::global_sumsq(out.p, dG.p, n, scratch.p, nullptr));
+    hmdev::DevBuf<float> dG(g);
+    hmdev::DevBuf<double> scratch((size_t)sd), out(std::vector<double>{7.0});
+    HMC_CHECK(hmc::global_sumsq(out.p, dG.p, n, scratch.p, nullptr));
     const double first = out.download()[0];
     if (n == 0) {
       ctx.expect(first == 0.0, "sum of squares of nothing is 0");
@@ -263,7 +262,7 @@ HMT_TEST(global_sumsq) {
     }
     ctx.expect_close("norm " + tag, std::vector<double>{std::sqrt(first)},
                      std::vector<double>{hm::global_norm(g.data(), n)}, 1e-12, 0);
-    HMT_OK(hmc::global_sumsq(out.p, dG.p, n, scratch.p, nullptr));
+    HMC_CHECK(hmc::global_sumsq(out.p, dG.p, n, scratch.p, nullptr));
     ctx.expect(out.download()[0] == first, "rerun is bit-identical " + tag);
   }
 }
@@ -284,7 +283,6 @@ HMT_TEST(elementwise_args) {
   ctx.expect(hmc::rope_forward(f, i, 2, 3, 4, 11, 1e4, nullptr) == inv, "rope ld < H*hd");
   ctx.expect(hmc::rope_backward(nullptr, nullptr, 0, 3, 4, 12, 1e4, nullptr) == 0, "rope N=0 no-op");
   ctx.expect(hmc::swiglu_backward(f, nullptr, f, f, f, 4, nullptr) == inv, "swiglu null dup");
-  hmc::AdamWArgs a{};
-  ctx.expect(hmc::adamw_update(f, f, f, f, -3, a, nullptr) == inv, "adamw n<0");
+  ctx.expect(hmc::adamw_update(f, f, f, f, -3, hm::AdamWConsts{}, nullptr) == inv, "adamw n<0");
   ctx.expect(hmc::global_sumsq(nullptr, f, 4, nullptr, nullptr) == inv, "sumsq null out");
 }

@@ -1,5 +1,5 @@
 // test_ffn.cu — the anchor SwiGLU FFN (cuda/kernels/ffn.cu) and the FFN memory units
-// (cuda/kernels/ffn_memory.cu) against hm::ffn_forward / ffn_backward (cpp/kernels/swiglu.cc) and
+// (cuda/kernels/ffn_memory.cu) against hm::ffn_forward / ffn_backward (cpp/kernels/ffn.cc) and
 // hm::ffn_memory_forward / backward (cpp/kernels/ffn_memory.cc), in all three GEMM modes.
 //
 // Tolerance: rtol = hmt::gemm_rtol(mode) and atol = 3 rtol * rms(the reference's increment), where the
@@ -16,7 +16,7 @@
 
 #include "harness.h"
 #include "kernels/ffn_memory.h"
-#include "kernels/swiglu.h"
+#include "kernels/ffn.h"
 
 namespace {
 
@@ -47,7 +47,7 @@ void check(hmt::Ctx& ctx, hmc::GemmMode mode, const std::string& what, const std
   const double rtol = hmt::gemm_rtol(mode);
   ctx.expect_close(std::string(mode_name(mode)) + " " + what, got, want, rtol, 3 * rtol * rms_inc(want, base));
 }
-std::vector<float> scaled_normals(hmt::Rng& rng, size_t n, double fan_in) {
+std::vector<float> scaled_normals(hmdev::Rng& rng, size_t n, double fan_in) {
   return rng.normals(n, (float)(1.0 / std::sqrt(fan_in)));
 }
 constexpr float kSentinel = 12345.f;
@@ -59,7 +59,7 @@ constexpr float kSentinel = 12345.f;
 // tile or the 128-wide tiles. Catches: gate/up interleave mistakes (gate and up swapped or from the
 // wrong unit), SwiGLU forward/backward formula errors, a missed row/unit tile, += vs = semantics.
 HMT_TEST(ffn_forward_backward) {
-  hmt::Rng rng(8101);
+  hmdev::Rng rng(8101);
   const int64_t shapes[][3] = {{1, 13, 7}, {37, 64, 96}, {130, 128, 300}, {257, 96, 384}};
   for (auto& sh : shapes) {
     const int64_t N = sh[0], C = sh[1], F = sh[2];
@@ -77,19 +77,19 @@ HMT_TEST(ffn_forward_backward) {
                      w1.data(), w2.data(), w3.data(), N, C, F, sc.data(), sc.data() + N * F, sc.data() + 2 * N * F,
                      sc.data() + 3 * N * F);
 
-    hmt::DevBuf<float> dX(x), dW1(w1), dW2(w2), dW3(w3), dDY(dy), dGateIn(gate), dUpIn(up);
+    hmdev::DevBuf<float> dX(x), dW1(w1), dW2(w2), dW3(w3), dDY(dy), dGateIn(gate), dUpIn(up);
     for (hmc::GemmMode mode : kModes) {
       const std::vector<float> sent_nc((size_t)(N * C), kSentinel), sent_nf((size_t)(N * F), kSentinel);
-      hmt::DevBuf<float> dY(sent_nc), dG(sent_nf), dU(sent_nf), dH(sent_nf);
-      HMT_OK(hmc::ffn_forward(mode, dY.p, dG.p, dU.p, dH.p, dX.p, dW1.p, dW2.p, dW3.p, N, C, F, nullptr));
+      hmdev::DevBuf<float> dY(sent_nc), dG(sent_nf), dU(sent_nf), dH(sent_nf);
+      HMC_CHECK(hmc::ffn_forward(mode, dY.p, dG.p, dU.p, dH.p, dX.p, dW1.p, dW2.p, dW3.p, N, C, F, nullptr));
       check(ctx, mode, "y " + tag, dY.download(), y, nullptr);
       check(ctx, mode, "gate " + tag, dG.download(), gate, nullptr);
       check(ctx, mode, "up " + tag, dU.download(), up, nullptr);
       check(ctx, mode, "hidden " + tag, dH.download(), hidden, nullptr);
 
       // backward from the reference's gate/up, so only the backward itself is compared
-      hmt::DevBuf<float> dDX(dx0), dDW1(dw10), dDW2(dw20), dDW3(dw30), dSc((size_t)(4 * N * F));
-      HMT_OK(hmc::ffn_backward(mode, dDX.p, dDW1.p, dDW2.p, dDW3.p, dDY.p, dX.p, dGateIn.p, dUpIn.p, dW1.p, dW2.p,
+      hmdev::DevBuf<float> dDX(dx0), dDW1(dw10), dDW2(dw20), dDW3(dw30), dSc((size_t)(4 * N * F));
+      HMC_CHECK(hmc::ffn_backward(mode, dDX.p, dDW1.p, dDW2.p, dDW3.p, dDY.p, dX.p, dGateIn.p, dUpIn.p, dW1.p, dW2.p,
                                dW3.p, N, C, F, dSc.p, nullptr));
       check(ctx, mode, "dx " + tag, dDX.download(), dx, &dx0);
       check(ctx, mode, "dw1 " + tag, dDW1.download(), dw1, &dw10);
@@ -104,7 +104,7 @@ namespace {
 // One ffn_memory case: rows laid out as gaps (no memory) and groups; S slots, slot 3 never used.
 // Checks forward (y +=, gate_m / up_m written on group rows) and backward (dx +=, dlayer_w +=), and
 // that rows without memory, the unused slot and the padding between slots stay bit-identical.
-void memory_case(hmt::Ctx& ctx, hmt::Rng& rng, const std::vector<hm::MemoryGroup>& groups, int64_t N, int64_t C,
+void memory_case(hmt::Ctx& ctx, hmdev::Rng& rng, const std::vector<hm::MemoryGroup>& groups, int64_t N, int64_t C,
                  int64_t R, const std::vector<hmc::GemmMode>& modes) {
   const int64_t S = 4, pad = C % 4 == 0 ? 4 : 1;  // C % 4 == 0: 16-byte rows (vector loads); else odd strides
   const int64_t slot_stride = 3 * R * C + pad;
@@ -127,10 +127,9 @@ void memory_case(hmt::Ctx& ctx, hmt::Rng& rng, const std::vector<hm::MemoryGroup
   hm::ffn_memory_backward(dx.data(), dlw.data(), dy.data(), x.data(), gm.data(), um.data(), lw.data(), slot_stride,
                           groups, C, R, sc.data());
 
-  std::vector<hmc::MemoryGroup> hg;
-  for (auto& g : groups) hg.push_back({g.row0, g.rows, g.slot});
-  hmt::DevBuf<hmc::MemoryGroup> dGroups(hg);
-  hmt::DevBuf<float> dX(x), dDY(dy), dLW(lw), dGM(gm), dUM(um);
+  const std::vector<hm::MemoryGroup>& hg = groups;  // the same type on both sides (contract.h)
+  hmdev::DevBuf<hm::MemoryGroup> dGroups(hg);
+  hmdev::DevBuf<float> dX(x), dDY(dy), dLW(lw), dGM(gm), dUM(um);
   const int64_t G = (int64_t)hg.size();
   // gate_m / up_m: overwritten on group rows, so the tolerance scale is that of the group rows
   std::vector<float> gm_grp, um_grp;
@@ -142,8 +141,8 @@ void memory_case(hmt::Ctx& ctx, hmt::Rng& rng, const std::vector<hm::MemoryGroup
       }
   for (hmc::GemmMode mode : modes) {
     const double rtol = hmt::gemm_rtol(mode);
-    hmt::DevBuf<float> dY(y0), dG(gm0), dU(um0);
-    HMT_OK(hmc::ffn_memory_forward(mode, dY.p, dG.p, dU.p, dX.p, dLW.p, slot_stride, dGroups.p, G, N, C, R, nullptr));
+    hmdev::DevBuf<float> dY(y0), dG(gm0), dU(um0);
+    HMC_CHECK(hmc::ffn_memory_forward(mode, dY.p, dG.p, dU.p, dX.p, dLW.p, slot_stride, dGroups.p, G, N, C, R, nullptr));
     auto gy = dY.download(), gg = dG.download(), gu = dU.download();
     check(ctx, mode, "mem y " + tag, gy, y, &y0);
     ctx.expect_close(std::string(mode_name(mode)) + " mem gate_m " + tag, gg, gm, rtol, 3 * rtol * rms_inc(gm_grp, nullptr));
@@ -157,8 +156,8 @@ void memory_case(hmt::Ctx& ctx, hmt::Rng& rng, const std::vector<hm::MemoryGroup
       }
     ctx.expect(untouched, std::string(mode_name(mode)) + " mem forward: rows without memory untouched " + tag);
 
-    hmt::DevBuf<float> dDX(dx0), dDLW(dlw0), dSc((size_t)hmc::ffn_memory_backward_scratch_floats(N, R));
-    HMT_OK(hmc::ffn_memory_backward(mode, dDX.p, dDLW.p, dDY.p, dX.p, dGM.p, dUM.p, dLW.p, slot_stride, dGroups.p, G, N,
+    hmdev::DevBuf<float> dDX(dx0), dDLW(dlw0), dSc((size_t)hmc::ffn_memory_backward_scratch_floats(N, R));
+    HMC_CHECK(hmc::ffn_memory_backward(mode, dDX.p, dDLW.p, dDY.p, dX.p, dGM.p, dUM.p, dLW.p, slot_stride, dGroups.p, G, N,
                                     C, R, dSc.p, nullptr));
     auto gdx = dDX.download(), gdlw = dDLW.download();
     check(ctx, mode, "mem dx " + tag, gdx, dx, &dx0);
@@ -190,7 +189,7 @@ void memory_case(hmt::Ctx& ctx, hmt::Rng& rng, const std::vector<hm::MemoryGroup
 // 300: three column tiles, split over blocks). Catches: wrong group/tile lookup, a group's rows
 // leaking into gap rows, unit-chunk tails, the shared-slot race, gate/up/down block offsets.
 HMT_TEST(ffn_memory_forward_backward) {
-  hmt::Rng rng(8201);
+  hmdev::Rng rng(8201);
   // rows: gap 3 | 1 row slot 2 | 7 rows slot 0 | gap 5 | 64 rows slot 2 | 130 rows slot 1 | gap 2
   const std::vector<hm::MemoryGroup> groups = {{3, 1, 2}, {4, 7, 0}, {16, 64, 2}, {80, 130, 1}};
   const int64_t N = 212;
@@ -203,7 +202,7 @@ HMT_TEST(ffn_memory_forward_backward) {
 // (the strided column loop) with fewer column splits than tiles; R = 3 keeps the reference cheap.
 // Also: G = 0 and N = 0 are no-ops.
 HMT_TEST(ffn_memory_many_rows) {
-  hmt::Rng rng(8202);
+  hmdev::Rng rng(8202);
   const std::vector<hm::MemoryGroup> groups = {{0, 6000, 1}, {6100, 9000, 0}, {15100, 2200, 1}};
   const std::vector<hmc::GemmMode> modes(std::begin(kModes), std::end(kModes));
   memory_case(ctx, rng, groups, 17400, 260, 3, modes);

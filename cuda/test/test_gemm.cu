@@ -1,4 +1,4 @@
-// test_gemm.cu — hmc::gemm (cuda/kernels/gemm.cu) against hm::gemm (cpp/matmul.h) in all three
+// test_gemm.cu — hmc::gemm (cuda/kernels/gemm.cu) against hm::gemm (cpp/kernels/gemm.h) in all three
 // modes, all four transpose combinations, ragged shapes, alpha/beta, padded and misaligned leading
 // dimensions; plus a throughput line per mode at transformer shapes.
 //
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "harness.h"
-#include "matmul.h"
+#include "kernels/linear.h"
 
 namespace {
 
@@ -45,7 +45,7 @@ struct Case {
 
 // Runs one case in every mode. C is pre-filled with random values (beta != 0) or NaN (beta = 0: the
 // kernel must not read it); the padding columns of C must come back bit-identical.
-void run_case(hmt::Ctx& ctx, hmt::Rng& rng, bool ta, bool tb, const Case& c) {
+void run_case(hmt::Ctx& ctx, hmdev::Rng& rng, bool ta, bool tb, const Case& c) {
   const int64_t M = c.M, N = c.N, K = c.K;
   const int64_t ar = ta ? K : M, ac = ta ? M : K, lda = ac + c.pad_a;
   const int64_t br = tb ? N : K, bc = tb ? K : N, ldb = bc + c.pad_b;
@@ -81,12 +81,12 @@ void run_case(hmt::Ctx& ctx, hmt::Rng& rng, bool ta, bool tb, const Case& c) {
                           std::to_string(c.beta) + " pads " + std::to_string(c.pad_a) + "," + std::to_string(c.pad_b) +
                           "," + std::to_string(c.pad_c) + " off " + std::to_string(c.off_a);
 
-  hmt::DevBuf<float> dA(A), dB(B);
+  hmdev::DevBuf<float> dA(A), dB(B);
   for (hmc::GemmMode mode : kModes) {
     const double rtol = hmt::gemm_rtol(mode);
     const double atol = rtol * (std::sqrt((double)K) * sa * sb * std::fabs(c.alpha) + std::fabs(c.beta) * sc) + 1e-30;
-    hmt::DevBuf<float> dC(Cin);
-    HMT_OK(hmc::gemm(mode, ta, tb, M, N, K, c.alpha, dA.p + c.off_a, lda, dB.p, ldb, c.beta, dC.p, ldc, nullptr));
+    hmdev::DevBuf<float> dC(Cin);
+    HMC_CHECK(hmc::gemm(mode, ta, tb, M, N, K, c.alpha, dA.p + c.off_a, lda, dB.p, ldb, c.beta, dC.p, ldc, nullptr));
     std::vector<float> got = dC.download(), got_r((size_t)(M * N));
     bool pads_same = true;
     for (int64_t i = 0; i < M; i++) {
@@ -106,7 +106,7 @@ void run_case(hmt::Ctx& ctx, hmt::Rng& rng, bool ta, bool tb, const Case& c) {
 // (NaN pre-fill), alpha/beta misuse, ignoring lda/ldb/ldc (padded cases; pads 3/5/2 also force the
 // scalar load path, tight 64/768 strides the 16-byte path).
 HMT_TEST(gemm_shapes_transposes) {
-  hmt::Rng rng(7001);
+  hmdev::Rng rng(7001);
   const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {130, 257, 64}, {256, 768, 768}, {333, 129, 1000}};
   for (auto& s : shapes)
     for (int ta = 0; ta < 2; ta++)
@@ -120,7 +120,7 @@ HMT_TEST(gemm_shapes_transposes) {
 // aligned lda (must fall back to scalar loads, else a misaligned-address fault), alpha = 0 with A full
 // of NaN (A must not be read: C = beta C), and K = 0 (C = beta C; beta = 0 writes zeros over NaN).
 HMT_TEST(gemm_leading_dims_and_edge_cases) {
-  hmt::Rng rng(7002);
+  hmdev::Rng rng(7002);
   for (int ta = 0; ta < 2; ta++)
     for (int tb = 0; tb < 2; tb++) {
       run_case(ctx, rng, ta, tb, Case{256, 136, 200, 1.f, 1.f, 4, 8, 4});
@@ -140,7 +140,7 @@ HMT_TEST(gemm_leading_dims_and_edge_cases) {
   ctx.expect(hmc::gemm(hmc::GemmMode::FP32, false, false, 0, 5, 5, 1.f, nullptr, 5, nullptr, 5, 0.f, nullptr, 5,
                        nullptr) == 0,
              "M = 0 is a no-op");
-  hmt::DevBuf<float> d(64);
+  hmdev::DevBuf<float> d(64);
   ctx.expect(hmc::gemm(hmc::GemmMode::TF32, false, false, 4, 4, 8, 1.f, d.p, 4, d.p, 4, 0.f, d.p, 4, nullptr) ==
                  (int)cudaErrorInvalidValue,
              "lda < K refused");
@@ -156,29 +156,29 @@ HMT_TEST(gemm_throughput) {
   } shapes[] = {{false, true, 8192, 3072, 768, "x W^T"},
                 {false, false, 8192, 768, 3072, "dy W"},
                 {true, false, 3072, 768, 8192, "dy^T x"}};
-  hmt::Rng rng(7003);
+  hmdev::Rng rng(7003);
   for (const Shape& sh : shapes) {
     const int64_t ar = sh.ta ? sh.K : sh.M, ac = sh.ta ? sh.M : sh.K;
     const int64_t br = sh.tb ? sh.N : sh.K, bc = sh.tb ? sh.K : sh.N;
     std::vector<float> A((size_t)(ar * ac)), B((size_t)(br * bc));
     for (auto& v : A) v = rng.uniform() - 0.5f;  // uniform: cheap to generate at this size
     for (auto& v : B) v = rng.uniform() - 0.5f;
-    hmt::DevBuf<float> dA(A), dB(B), dC((size_t)(sh.M * sh.N));
+    hmdev::DevBuf<float> dA(A), dB(B), dC((size_t)(sh.M * sh.N));
     for (hmc::GemmMode mode : kModes) {
       auto run = [&] {
-        HMT_OK(hmc::gemm(mode, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.f, dA.p, ac, dB.p, bc, 0.f, dC.p, sh.N, nullptr));
+        HMC_CHECK(hmc::gemm(mode, sh.ta, sh.tb, sh.M, sh.N, sh.K, 1.f, dA.p, ac, dB.p, bc, 0.f, dC.p, sh.N, nullptr));
       };
       run();  // warm-up
       cudaEvent_t e0, e1;
-      HMT_CUDA(cudaEventCreate(&e0));
-      HMT_CUDA(cudaEventCreate(&e1));
+      CUDA_CHECK(cudaEventCreate(&e0));
+      CUDA_CHECK(cudaEventCreate(&e1));
       const int reps = 5;
-      HMT_CUDA(cudaEventRecord(e0));
+      CUDA_CHECK(cudaEventRecord(e0));
       for (int r = 0; r < reps; r++) run();
-      HMT_CUDA(cudaEventRecord(e1));
-      HMT_CUDA(cudaEventSynchronize(e1));
+      CUDA_CHECK(cudaEventRecord(e1));
+      CUDA_CHECK(cudaEventSynchronize(e1));
       float ms = 0;
-      HMT_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
       cudaEventDestroy(e0);
       cudaEventDestroy(e1);
       const double tflops = 2.0 * sh.M * sh.N * sh.K * reps / (ms * 1e-3) / 1e12;

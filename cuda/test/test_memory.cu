@@ -70,7 +70,7 @@ hmc::MemoryLayoutDesc desc_of(const hm::MemoryLayout& L) {
 // slots repeat an earlier slot's path or a prefix of it (shared blocks), a fifth are generic (if
 // the layout has the generic block); with S >= 3 at least one of each. S = 1 with the generic block
 // is a lone generic slot; slot 0 is otherwise never generic.
-void make_paths(hmt::Rng& rng, const hm::MemoryLayout& L, int64_t S, int64_t pad, std::vector<int32_t>* packed,
+void make_paths(hmdev::Rng& rng, const hm::MemoryLayout& L, int64_t S, int64_t pad, std::vector<int32_t>* packed,
                 std::vector<int32_t>* padded) {
   const int64_t p = L.p, stride = p + pad;
   packed->assign((size_t)(S * p), 0);
@@ -99,8 +99,8 @@ void make_paths(hmt::Rng& rng, const hm::MemoryLayout& L, int64_t S, int64_t pad
 
 // The bank's level weight tensors (nodes, Lm, 3, rows, d) on the device, and the pointer table.
 struct DeviceLevels {
-  std::vector<std::unique_ptr<hmt::DevBuf<float>>> bufs;
-  std::unique_ptr<hmt::DevBuf<float*>> table;
+  std::vector<std::unique_ptr<hmdev::DevBuf<float>>> bufs;
+  std::unique_ptr<hmdev::DevBuf<float*>> table;
   DeviceLevels(const hm::MemoryBank& bank) {
     const hm::MemoryLayout& L = bank.layout();
     std::vector<float*> ptrs;
@@ -111,10 +111,10 @@ struct DeviceLevels {
         continue;
       }
       const float* w = bank.weight(l, 0);
-      bufs.emplace_back(new hmt::DevBuf<float>(std::vector<float>(w, w + L.nodes(l) * L.block_floats(l))));
+      bufs.emplace_back(new hmdev::DevBuf<float>(std::vector<float>(w, w + L.nodes(l) * L.block_floats(l))));
       ptrs.push_back(bufs.back()->p);
     }
-    table.reset(new hmt::DevBuf<float*>(ptrs));
+    table.reset(new hmdev::DevBuf<float*>(ptrs));
   }
   const float* const* ptr() const { return table->p; }
 };
@@ -126,7 +126,7 @@ struct DeviceLevels {
 // misaligned output (scalar fallback). Catches wrong level/row offsets, node stride, path stride,
 // generic-slot handling and float4 indexing.
 HMT_TEST(memory_gather) {
-  hmt::Rng rng(201);
+  hmdev::Rng rng(201);
   for (const Case& c : kCases) {
     const std::string tag = tag_of(c);
     const hm::MemoryLayout L = layout_of(c);
@@ -138,18 +138,21 @@ HMT_TEST(memory_gather) {
     const int64_t nf = c.S * L.slot_floats();
     auto prefill = rng.normals((size_t)nf);
     auto want = prefill;
-    hm::memory_gather(want.data(), *bank, packed.data(), c.S);  // also initialises the blocks it reads
+    // the bank initialises the blocks (as before every gather, CPU or CUDA); both kernels only copy
+    const auto blocks = hm::memory_unique_blocks(L, packed.data(), c.S);
+    const auto src = bank->prepare_gather(blocks);
+    hm::memory_gather(want.data(), L, blocks, src.weights.data(), packed.data(), c.S);
     DeviceLevels lv(*bank);
     const hmc::MemoryLayoutDesc D = desc_of(L);
-    hmt::DevBuf<int32_t> dpaths(padded);
-    hmt::DevBuf<float> dfetched(prefill);
-    HMT_OK(hmc::memory_gather(dfetched.p, lv.ptr(), D, dpaths.p, L.p + c.pad, c.S, nullptr));
+    hmdev::DevBuf<int32_t> dpaths(padded);
+    hmdev::DevBuf<float> dfetched(prefill);
+    HMC_CHECK(hmc::memory_gather(dfetched.p, lv.ptr(), D, dpaths.p, L.p + c.pad, c.S, nullptr));
     ctx.expect_equal("fetched " + tag, dfetched.download(), want);
     if (L.d % 4 == 0) {
       std::vector<float> pre1(1, kSentinel);
       pre1.insert(pre1.end(), prefill.begin(), prefill.end());
-      hmt::DevBuf<float> dmis(pre1);
-      HMT_OK(hmc::memory_gather(dmis.p + 1, lv.ptr(), D, dpaths.p, L.p + c.pad, c.S, nullptr));
+      hmdev::DevBuf<float> dmis(pre1);
+      HMC_CHECK(hmc::memory_gather(dmis.p + 1, lv.ptr(), D, dpaths.p, L.p + c.pad, c.S, nullptr));
       auto got = dmis.download();
       ctx.expect(got[0] == kSentinel, "misaligned: float before the output untouched " + tag);
       ctx.expect_equal("fetched misaligned " + tag, std::vector<float>(got.begin() + 1, got.end()), want);
@@ -163,7 +166,7 @@ HMT_TEST(memory_gather) {
 // block (generic vs tree level, node compare), wrong row offsets, a missed chunk or slot tile, and
 // overwriting instead of adding.
 HMT_TEST(memory_scatter_add) {
-  hmt::Rng rng(202);
+  hmdev::Rng rng(202);
   for (const Case& c : kCases) {
     const std::string tag = tag_of(c);
     const hm::MemoryLayout L = layout_of(c);
@@ -182,15 +185,15 @@ HMT_TEST(memory_scatter_add) {
     auto want = dblocks0;
     hm::memory_scatter_add(want.data(), L, blocks, dfetched.data(), packed.data(), c.S);
     const hmc::MemoryLayoutDesc D = desc_of(L);
-    hmt::DevBuf<int32_t> dpaths(padded);
-    hmt::DevBuf<float> ddf(dfetched), ddb(dblocks0);
-    hmt::DevBuf<hmc::BlockRef> drefs(refs);
-    HMT_OK(hmc::memory_scatter_add(ddb.p, drefs.p, (int64_t)refs.size(), D, ddf.p, dpaths.p, L.p + c.pad, c.S, nullptr));
+    hmdev::DevBuf<int32_t> dpaths(padded);
+    hmdev::DevBuf<float> ddf(dfetched), ddb(dblocks0);
+    hmdev::DevBuf<hmc::BlockRef> drefs(refs);
+    HMC_CHECK(hmc::memory_scatter_add(ddb.p, drefs.p, (int64_t)refs.size(), D, ddf.p, dpaths.p, L.p + c.pad, c.S, nullptr));
     ctx.expect_equal("dblocks " + tag, ddb.download(), want);
     std::reverse(refs.begin(), refs.end());
     drefs.upload(refs);
     ddb.upload(dblocks0);
-    HMT_OK(hmc::memory_scatter_add(ddb.p, drefs.p, (int64_t)refs.size(), D, ddf.p, dpaths.p, L.p + c.pad, c.S, nullptr));
+    HMC_CHECK(hmc::memory_scatter_add(ddb.p, drefs.p, (int64_t)refs.size(), D, ddf.p, dpaths.p, L.p + c.pad, c.S, nullptr));
     ctx.expect_equal("dblocks, blocks reversed " + tag, ddb.download(), want);
   }
 }
@@ -201,7 +204,7 @@ HMT_TEST(memory_scatter_add) {
 // adamw_update): ~2 ulp allowed. Catches per-block bias corrections mixed up between blocks, a
 // wrong block pointer / length, and the shared hyperparameters misapplied.
 HMT_TEST(memory_adamw) {
-  hmt::Rng rng(203);
+  hmdev::Rng rng(203);
   const float lr = 2e-3f, b1 = 0.9f, b2 = 0.99f, eps = 1e-8f, wd = 0.05f, gs = 0.75f;
   for (const Case& c : kCases) {
     const std::string tag = tag_of(c);
@@ -234,7 +237,7 @@ HMT_TEST(memory_adamw) {
     }
     const int64_t total = (int64_t)w0.size();
     auto g = rng.normals((size_t)total);
-    hmt::DevBuf<float> dw(w0), dm(m0), dv(v0), dg(g);
+    hmdev::DevBuf<float> dw(w0), dm(m0), dv(v0), dg(g);
     std::vector<hmc::SparseAdamBlock> sb;
     int64_t off = 0;
     for (size_t u = 0; u < blocks.size(); u++) {
@@ -254,10 +257,10 @@ HMT_TEST(memory_adamw) {
       wm.insert(wm.end(), bank->adam_m(l, node), bank->adam_m(l, node) + n);
       wv.insert(wv.end(), bank->adam_v(l, node), bank->adam_v(l, node) + n);
     }
-    hmt::DevBuf<hmc::SparseAdamBlock> dsb(sb);
-    hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, wd, gs, 1);
-    a.inv_bc1 = a.inv_bc2 = 0.f;  // must be ignored: per-block corrections instead (0 here would be caught)
-    HMT_OK(hmc::memory_adamw(dsb.p, (int64_t)sb.size(), a, nullptr));
+    hmdev::DevBuf<hmc::SparseAdamBlock> dsb(sb);
+    hm::AdamWConsts a = hm::adamw_consts(h, wd);
+    a.ibc1 = a.ibc2 = 0.f;  // must be ignored: per-block corrections instead (0 here would be caught)
+    HMC_CHECK(hmc::memory_adamw(dsb.p, (int64_t)sb.size(), a, nullptr));
     ctx.expect_close("w " + tag, dw.download(), ww, 2.5e-7, 1e-12);
     ctx.expect_close("m " + tag, dm.download(), wm, 2.5e-7, 1e-12);
     ctx.expect_close("v " + tag, dv.download(), wv, 2.5e-7, 1e-12);
@@ -281,5 +284,5 @@ HMT_TEST(memory_args) {
   bad.num_levels = 0;
   ctx.expect(hmc::memory_scatter_add(f, nullptr, 0, bad, f, i, 3, 4, nullptr) == inv, "scatter num_levels 0");
   ctx.expect(hmc::memory_scatter_add(nullptr, nullptr, 0, D, nullptr, nullptr, 3, 4, nullptr) == 0, "scatter U=0 no-op");
-  ctx.expect(hmc::memory_adamw(nullptr, 3, hmc::AdamWArgs{}, nullptr) == inv, "adamw null blocks");
+  ctx.expect(hmc::memory_adamw(nullptr, 3, hm::AdamWConsts{}, nullptr) == inv, "adamw null blocks");
 }

@@ -1,4 +1,4 @@
-// test_model.cu — the device model (hmc::model_*, cuda/model/model.cu) against its CPU twin
+// test_model.cu — the device model (hmc::model_*, cuda/model/anchor_model.cu) against its CPU twin
 // hm::AnchorModel: whole training steps of a tiny transformer (V=259, C=64, L=2, H=4, hd=16, F=176,
 // T=33, B=3; ragged sizes on purpose) with packed documents, ignored targets, and FFN memories in
 // both memory-layer maps. Compares the loss, every gradient tensor and dfetched after one
@@ -21,13 +21,13 @@
 
 namespace {
 
-using hmt::DevBuf;
+using hmdev::DevBuf;
 
 // Which FFN-memory configuration a problem uses.
 enum class Mem { None, BothLayers, SecondLayer };
 
 struct Problem {
-  hm::AnchorDims d;
+  hm::ModelDims d;
   int64_t B, T, max_batch;
   std::vector<float> params;
   std::vector<int32_t> tokens, targets, doc_start, pos;  // doc_start empty = no packing (null)
@@ -43,9 +43,9 @@ struct Problem {
 };
 
 Problem make_problem(uint64_t seed, Mem memv, bool docs, bool pass_pos, int64_t max_batch) {
-  hmt::Rng rng(seed);
+  hmdev::Rng rng(seed);
   Problem p;
-  p.d = hm::AnchorDims{259, 64, 2, 4, 16, 176, 33, 1e-5f, 10000.0};
+  p.d = hm::ModelDims{259, 64, 2, 4, 16, 176, 33, 1e-5f, 10000.0};
   p.B = 3;
   p.T = 33;
   p.max_batch = max_batch;
@@ -128,7 +128,7 @@ struct Pair {
         gdoc(pr.doc_start.size()), gpos(pr.pos) {
     if (!pr.fetched.empty()) gfetched.upload(pr.fetched);  // (DevBuf of an empty vector: 1 element, no copy)
     if (!pr.doc_start.empty()) gdoc.upload(pr.doc_start);
-    hmt::Rng rng(seed);
+    hmdev::Rng rng(seed);
     // gradients are ADDED: both sides start from the same random prefill
     grad_prefill = rng.normals((size_t)p.P(), 0.01f);
     df_prefill = rng.normals((size_t)p.fetched_floats(), 0.01f);
@@ -142,17 +142,10 @@ struct Pair {
     cb = hm::Batch{p.tokens.data(), p.targets.data(), p.doc_start.empty() ? nullptr : p.doc_start.data(), p.B, p.T,
                    has_mem ? &cmb : nullptr};
 
-    hmc::ModelDims dd{p.d.V, p.d.C, p.d.L, p.d.H, p.d.hd, p.d.F, p.d.T, p.d.norm_eps, p.d.rope_base};
-    hmc::ModelMemory mm;
-    mm.R = p.mem.R;
-    mm.Lm = p.mem.Lm;
-    for (int i = 0; i < 64; i++) mm.layer_to_mem[i] = -1;
-    for (size_t l = 0; l < p.mem.layer_to_mem.size(); l++) mm.layer_to_mem[l] = p.mem.layer_to_mem[l];
     int err = -1;
-    model = hmc::model_create(dd, mm, p.max_batch, gp.p, gg.p, mode, &err);
+    model = hmc::model_create(p.d, p.mem.view(), p.max_batch, gp.p, gg.p, mode, &err);
     if (!model || err != 0) throw std::runtime_error("model_create failed: " + std::to_string(err));
-    if (has_mem)
-      for (const auto& g : hm::memory_groups(p.seq_slot.data(), p.B, p.T)) groups.push_back({g.row0, g.rows, g.slot});
+    if (has_mem) groups = hm::memory_groups(p.seq_slot.data(), p.B, p.T);
     gb = hmc::ModelBatch{gtokens.p, gtargets.p, p.doc_start.empty() ? nullptr : gdoc.p, p.pass_pos ? gpos.p : nullptr,
                          p.B, p.T, has_mem ? gfetched.p : nullptr, has_mem ? gdf.p : nullptr,
                          groups.data(), (int64_t)groups.size()};
@@ -161,31 +154,30 @@ struct Pair {
 
   double gpu_fb() {
     double loss = -1;
-    HMT_OK(hmc::model_forward_backward(model, gb, &loss, nullptr));
+    HMC_CHECK(hmc::model_forward_backward(model, gb, &loss, nullptr));
     return loss;
   }
   double gpu_loss() {
     double loss = -1;
-    HMT_OK(hmc::model_forward_loss(model, gb, &loss, nullptr));
+    HMC_CHECK(hmc::model_forward_loss(model, gb, &loss, nullptr));
     return loss;
   }
   void zero_grads() {
     std::fill(cg.begin(), cg.end(), 0.f);
-    HMT_CUDA(cudaMemset(gg.p, 0, sizeof(float) * (size_t)p.P()));
+    CUDA_CHECK(cudaMemset(gg.p, 0, sizeof(float) * (size_t)p.P()));
   }
   // one AdamW step on both sides, per tensor (weight decay only where the layout says so)
   void adamw(int64_t step) {
     const double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
     const hm::AdamWHyper h{lr, b1, b2, eps, step, 1.0};
-    hmc::AdamWArgs a = hmc::adamw_args(lr, b1, b2, eps, 0.0, 1.0, step);
     for (const auto& s : hm::anchor_layout(p.d)) {
       const float w = s.decay ? (float)wd : 0.f;
       hm::adamw_update(cp.data() + s.offset, cg.data() + s.offset, cm.data() + s.offset, cv.data() + s.offset, s.size,
                        w, h);
-      a.wd = w;
-      HMT_OK(hmc::adamw_update(gp.p + s.offset, gg.p + s.offset, gm.p + s.offset, gv.p + s.offset, s.size, a, nullptr));
+      HMC_CHECK(hmc::adamw_update(gp.p + s.offset, gg.p + s.offset, gm.p + s.offset, gv.p + s.offset, s.size,
+                               hm::adamw_consts(h, w), nullptr));
     }
-    HMT_CUDA(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize());
   }
 };
 

@@ -3,7 +3,12 @@
  * memory-mapped safetensors file (the file may be far larger than RAM: opening it reads only the
  * header, and a fetch touches only the fetched blocks' pages). Both backends sit behind one native
  * object, so gather / scatter-add / row-sparse AdamW are the same code and give bit-identical
- * results. Blocks are initialised lazily and deterministically from the seed on first fetch.
+ * results. Blocks are initialised lazily and deterministically from the seed on first fetch (by the
+ * native bank, before the gather copies them).
+ *
+ * gather, blockGradients and adamwUpdate each have an …Async twin that runs on a worker thread:
+ * a file bank's fetch can wait on the disk, which must not stall the event loop (training uses
+ * them). While one runs the bank is `busy` and calls that touch its data throw E_BUSY.
  */
 import os from 'node:os';
 import { statfs } from 'node:fs/promises';
@@ -27,6 +32,15 @@ export interface BankOptions {
    * only part of the bank; without it such a bank is refused up front. Default false.
    */
   allowOvercommit?: boolean;
+}
+
+/** Hyperparameters of the bank's row-sparse AdamW (each block's own step count drives its bias correction). */
+export interface BankAdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  gradScale: number;
 }
 
 const GiB = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
@@ -209,6 +223,23 @@ export class MemoryBank {
     this.live().gather(fetched, paths);
   }
 
+  /** gather on a worker thread. */
+  async gatherAsync(paths: Int32Array): Promise<Float32Array> {
+    const fetched = new Float32Array((paths.length / this.levels) * this.slotFloats);
+    await this.live().gatherAsync(fetched, paths);
+    return fetched;
+  }
+
+  /** gatherInto on a worker thread. */
+  async gatherIntoAsync(fetched: Float32Array, paths: Int32Array): Promise<void> {
+    await this.live().gatherAsync(fetched, paths);
+  }
+
+  /** True while an asynchronous call runs on this bank. */
+  get busy(): boolean {
+    return this.native?.busy ?? false;
+  }
+
   /** Pages in the blocks of upcoming paths (file banks) while the current step computes. */
   prefetch(paths: Int32Array): void {
     this.live().prefetch(paths);
@@ -219,18 +250,34 @@ export class MemoryBank {
    * these paths and their summed gradients (repeated paths add).
    */
   blockGradients(dfetched: Float32Array, paths: Int32Array): { blocks: Int32Array; grads: Float32Array } {
-    const n = this.live();
-    const blocks = n.uniqueBlocks(paths);
-    let size = 0;
-    for (let i = 0; i < blocks.length; i += 2) size += this.blockFloats(blocks[i]!);
-    const grads = new Float32Array(size);
-    n.scatterAdd(grads, blocks, dfetched, paths);
+    const { blocks, grads } = this.gradientBuffers(paths);
+    this.live().scatterAdd(grads, blocks, dfetched, paths);
     return { blocks, grads };
   }
 
+  /** blockGradients with the scatter-add on a worker thread. */
+  async blockGradientsAsync(dfetched: Float32Array, paths: Int32Array): Promise<{ blocks: Int32Array; grads: Float32Array }> {
+    const { blocks, grads } = this.gradientBuffers(paths);
+    await this.live().scatterAddAsync(grads, blocks, dfetched, paths);
+    return { blocks, grads };
+  }
+
+  /** The unique blocks of these paths (computed from the paths alone) and a zeroed gradient buffer for them. */
+  private gradientBuffers(paths: Int32Array): { blocks: Int32Array; grads: Float32Array } {
+    const blocks = this.live().uniqueBlocks(paths);
+    let size = 0;
+    for (let i = 0; i < blocks.length; i += 2) size += this.blockFloats(blocks[i]!);
+    return { blocks, grads: new Float32Array(size) };
+  }
+
   /** Row-sparse AdamW on the given blocks (each with its own step count); other blocks untouched. */
-  adamwUpdate(blocks: Int32Array, grads: Float32Array, h: { lr: number; beta1: number; beta2: number; eps: number; gradScale: number }, weightDecay: number): void {
+  adamwUpdate(blocks: Int32Array, grads: Float32Array, h: BankAdamWHyper, weightDecay: number): void {
     this.live().adamwUpdate(blocks, grads, h, weightDecay);
+  }
+
+  /** adamwUpdate on a worker thread. */
+  async adamwUpdateAsync(blocks: Int32Array, grads: Float32Array, h: BankAdamWHyper, weightDecay: number): Promise<void> {
+    await this.live().adamwUpdateAsync(blocks, grads, h, weightDecay);
   }
 
   blockFloats(level: number): number {

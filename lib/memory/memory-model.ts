@@ -7,6 +7,10 @@
  *
  * Path conventions (rows of `paths`, p entries each): a tree path; a row starting with -1 takes
  * the generic memory (paper's control); a row starting with -2 uses no memory (anchor alone).
+ *
+ * A step's anchor half runs on an AnchorRunner (CPU or device, lib/backend/); its bank half runs
+ * here on the host bank through the bank's async calls, so no step waits on a memory-mapped bank's
+ * disk reads on the event loop.
  */
 import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
@@ -14,8 +18,12 @@ import type { NativeMemoryBatch } from '../native-types.js';
 import { AnchorModel, type Batch } from '../model/anchor.js';
 import type { NextTokenLogits } from '../model/generate.js';
 import { AdamW } from '../train/adamw.js';
+import { CpuAnchorRunner, type AnchorRunner } from '../backend/runner.js';
 import { MemoryBank } from './bank.js';
 import { layerToMemory } from './spec.js';
+
+/** Where the anchor half of a step runs (lib/backend/runner.ts); re-exported for older imports. */
+export type { AnchorRunner } from '../backend/runner.js';
 
 export const GENERIC_PATH = -1;
 export const NO_MEMORY_PATH = -2;
@@ -34,31 +42,9 @@ export interface MemoryStepOptions {
   freezeAnchor: boolean;
 }
 
-/**
- * Where the anchor half of a step runs: the CPU AnchorModel with its AdamW (the default), or a
- * device twin (lib/train/cuda-runner.ts). The bank half — gather, block gradients, row-sparse
- * AdamW — always runs here, on the host-resident bank.
- */
-export interface AnchorRunner {
-  zeroGrad(): void;
-  /** Forward + backward; dfetched (in batch.memory) is ADDED to. Resolves to the mean loss. */
-  forwardBackward(batch: Batch): Promise<number>;
-  loss(batch: Batch): Promise<number>;
-  /** Global norm of the anchor gradients. */
-  gradNorm(): number;
-  /** AdamW on the anchor at lr, clipped by gradNorm (the joint norm). */
-  step(lr: number, gradNorm: number): Promise<unknown>;
-}
-
-/** The CPU runner: the HierarchicalModel's own anchor and a CPU AdamW. */
+/** The CPU runner: the HierarchicalModel's own anchor and a CPU AdamW (a CpuAnchorRunner). */
 export function cpuAnchorRunner(anchor: AnchorModel, optimizer: AdamW): AnchorRunner {
-  return {
-    zeroGrad: () => anchor.zeroGrad(),
-    forwardBackward: (batch) => anchor.forwardBackward(batch),
-    loss: (batch) => anchor.loss(batch),
-    gradNorm: () => loadNative().globalNorm(anchor.grads),
-    step: (lr, gradNorm) => optimizer.step(anchor, lr, gradNorm),
-  };
+  return new CpuAnchorRunner(anchor, optimizer);
 }
 
 export interface MemoryStepResult {
@@ -132,14 +118,20 @@ export class HierarchicalModel {
     const { slotPaths, seqSlot } = slotsOf(batch.paths, batch.batchSize, this.levels);
     const numSlots = slotPaths.length / this.levels;
     if (numSlots === 0) return { mem: null, slotPaths };
-    const fetched = this.bank.gather(slotPaths);
-    const dfetched = withGrad ? new Float32Array(fetched.length) : null;
-    return { mem: { fetched, dfetched, seqSlot, numSlots }, slotPaths };
+    return { mem: memoryBatch(this.bank.gather(slotPaths), seqSlot, numSlots, withGrad), slotPaths };
+  }
+
+  /** memoryFor with the gather on a worker thread (what training and evaluation use). */
+  async memoryForAsync(batch: PathBatch, withGrad: boolean): Promise<{ mem: NativeMemoryBatch | null; slotPaths: Int32Array }> {
+    const { slotPaths, seqSlot } = slotsOf(batch.paths, batch.batchSize, this.levels);
+    const numSlots = slotPaths.length / this.levels;
+    if (numSlots === 0) return { mem: null, slotPaths };
+    return { mem: memoryBatch(await this.bank.gatherAsync(slotPaths), seqSlot, numSlots, withGrad), slotPaths };
   }
 
   /** Mean loss of a batch with its memories (no update); `runner`: where the anchor runs (default: here). */
   async loss(batch: PathBatch, runner?: AnchorRunner): Promise<number> {
-    const { mem } = this.memoryFor(batch, false);
+    const { mem } = await this.memoryForAsync(batch, false);
     return runner ? runner.loss({ ...batch, memory: mem }) : this.anchor.loss({ ...batch, memory: mem });
   }
 
@@ -147,23 +139,24 @@ export class HierarchicalModel {
    * One training step; throws E_NON_FINITE (nothing updated) if the loss or gradients are not finite.
    * `runner` (default: this anchor on the CPU with `optimizer`) runs the anchor's forward/backward
    * and AdamW; `optimizer` supplies the hyperparameters and clipping rule of the bank's update.
+   * The bank's gather, scatter-add and AdamW run on worker threads (the bank is busy meanwhile).
    */
   async trainStep(batch: PathBatch, optimizer: AdamW, o: MemoryStepOptions,
                   runner: AnchorRunner = cpuAnchorRunner(this.anchor, optimizer)): Promise<MemoryStepResult> {
-    const { mem, slotPaths } = this.memoryFor(batch, true);
+    const { mem, slotPaths } = await this.memoryForAsync(batch, true);
     runner.zeroGrad();
     const loss = await runner.forwardBackward({ ...batch, memory: mem });
     if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}; step skipped`);
-    const native = loadNative();
-    const memGrads = mem ? this.bank.blockGradients(mem.dfetched!, slotPaths) : null;
-    const memNorm = memGrads ? native.globalNorm(memGrads.grads) : 0;
+    const memGrads = mem ? await this.bank.blockGradientsAsync(mem.dfetched!, slotPaths) : null;
+    // norms of gradients in process memory: nothing here can wait on the bank's disk
+    const memNorm = memGrads ? loadNative().globalNorm(memGrads.grads) : 0;
     const anchorNorm = o.freezeAnchor ? 0 : runner.gradNorm();
     const gradNorm = Math.sqrt(memNorm * memNorm + anchorNorm * anchorNorm);
     if (!Number.isFinite(gradNorm)) throw new HiermemError('E_NON_FINITE', `gradient norm is ${gradNorm}; step skipped`);
     if (!o.freezeAnchor) await runner.step(o.anchorLr, gradNorm);
     if (memGrads) {
       const oo = optimizer.options;
-      this.bank.adamwUpdate(memGrads.blocks, memGrads.grads,
+      await this.bank.adamwUpdateAsync(memGrads.blocks, memGrads.grads,
         { lr: o.memoryLr, beta1: oo.beta1, beta2: oo.beta2, eps: oo.eps, gradScale: optimizer.clipScale(gradNorm) }, o.memoryWeightDecay);
     }
     return { loss, gradNorm, blocksUpdated: memGrads ? memGrads.blocks.length / 2 : 0 };
@@ -187,4 +180,8 @@ export class HierarchicalModel {
     // generate() uses `decoder` (KV cache, the same fetched blocks for every position)
     return Object.assign((ctx: Int32Array) => this.anchor.nextTokenLogits(ctx, memory), { decoder: () => this.anchor.decoder(memory) });
   }
+}
+
+function memoryBatch(fetched: Float32Array, seqSlot: Int32Array, numSlots: number, withGrad: boolean): NativeMemoryBatch {
+  return { fetched, dfetched: withGrad ? new Float32Array(fetched.length) : null, seqSlot, numSlots };
 }

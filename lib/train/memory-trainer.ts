@@ -5,17 +5,16 @@
  *   joint    — anchor and memories from scratch together (allowed; worse in the paper)
  * The memory LR is the anchor's schedule times `memoryLrScale`; memory weight decay is lazy (only
  * fetched blocks decay, when they are fetched).
- * Backends: with `backend: 'cuda'` the anchor runs on the device (lib/train/cuda-runner.ts) and the
- * bank stays in host memory; the bank's gather, scatter-add and AdamW are the CPU's either way.
+ * Backends: the anchor runs on an AnchorRunner (lib/backend/runner.ts; `backend: 'cuda'` puts it on
+ * the device) and the bank stays in host memory; its gather, scatter-add and AdamW are the CPU's
+ * either way.
  */
 import { HiermemError } from '../errors.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import type { HierarchicalModel, PathBatch } from '../memory/memory-model.js';
 import { AdamW } from './adamw.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { DEFAULT_BACKEND, type Stepper, type StepperBackendOptions } from './trainer.js';
-import { resolveBackend } from '../backend.js';
-import { CudaAnchorRunner } from './cuda-runner.js';
+import { stepperRunner, type Stepper, type StepperBackendOptions } from './trainer.js';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readdir, unlink } from 'node:fs/promises';
@@ -79,8 +78,8 @@ export async function saveHierarchicalCheckpoint(file: string, hm: HierarchicalM
 }
 
 /**
- * Steps with memories. `backend` (default 'cpu'): 'cuda' runs the anchor on the device with
- * hm.anchor and `optimizer` as host mirrors (synced for checkpoints and when trainLoop returns);
+ * Steps with memories. The anchor runs on the runner for `backend` (default 'cpu'; on a device
+ * hm.anchor and `optimizer` are host mirrors, synced for checkpoints and when trainLoop returns);
  * the bank stays where it is (RAM or memory-mapped). dispose() frees the device model.
  */
 export function memoryStepper(hm: HierarchicalModel, optimizer: AdamW, tokenizer: Tokenizer,
@@ -92,31 +91,22 @@ export function memoryStepper(hm: HierarchicalModel, optimizer: AdamW, tokenizer
   const stepOptions = (lr: number) => ({
     anchorLr: lr, memoryLr: lr * o.memoryLrScale, memoryWeightDecay: o.memoryWeightDecay, freezeAnchor: o.mode === 'posthoc',
   });
-  if (resolveBackend(options.backend ?? DEFAULT_BACKEND) === 'cuda') {
-    const dev = new CudaAnchorRunner(hm.anchor, optimizer, { gemm: options.gemm });
-    return {
-      backend: 'cuda',
-      async step(batch, lr) {
-        const r = await hm.trainStep(batch, optimizer, stepOptions(lr), dev);
-        return { loss: r.loss, gradNorm: r.gradNorm };
-      },
-      loss: (batch) => hm.loss(batch, dev),
-      save: async (file, trainer) => {
-        dev.sync();
-        await saveHierarchicalCheckpoint(file, hm, tokenizer, optimizer, trainer);
-      },
-      sync: () => dev.sync(),
-      dispose: () => dev.dispose(),
-    };
-  }
+  const { runner, owned } = stepperRunner(hm.anchor, optimizer, options);
   return {
-    backend: 'cpu',
+    backend: runner.backend,
     async step(batch, lr) {
-      const r = await hm.trainStep(batch, optimizer, stepOptions(lr));
+      const r = await hm.trainStep(batch, optimizer, stepOptions(lr), runner);
       return { loss: r.loss, gradNorm: r.gradNorm };
     },
-    loss: (batch) => hm.loss(batch),
-    save: (file, trainer) => saveHierarchicalCheckpoint(file, hm, tokenizer, optimizer, trainer),
+    loss: (batch) => hm.loss(batch, runner),
+    save: async (file, trainer) => {
+      runner.sync();
+      await saveHierarchicalCheckpoint(file, hm, tokenizer, optimizer, trainer);
+    },
+    sync: () => runner.sync(),
+    dispose: () => {
+      if (owned) runner.dispose();
+    },
   };
 }
 

@@ -2,7 +2,8 @@
  * The anchor training loop: sample a batch, forward/backward off the event loop, clip, AdamW,
  * schedule, periodic eval and atomic checkpoints, progress events, AbortSignal.
  * Guarded: a non-finite loss or gradient skips the step (counted); `maxBadSteps` in a row stop the
- * run with E_NON_FINITE. Backends: the CPU (default), or CUDA through lib/train/cuda-runner.ts.
+ * run with E_NON_FINITE. Steps run on an AnchorRunner (lib/backend/runner.ts): the CPU (default)
+ * or a CUDA device; nothing here asks which.
  */
 import { HiermemError, check } from '../errors.js';
 import type { AnchorModel, Batch } from '../model/anchor.js';
@@ -10,8 +11,10 @@ import type { Tokenizer } from '../data/tokenizer.js';
 import { AdamW } from './adamw.js';
 import { cosineLr } from './schedule.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { resolveBackend, type Backend, type GemmPrecision, type ResolvedBackend } from '../backend.js';
-import { CudaAnchorRunner } from './cuda-runner.js';
+import { DEFAULT_BACKEND, type Backend, type ResolvedBackend } from '../backend/detect.js';
+import { createAnchorRunner, type BackendRunner, type RunnerOptions } from '../backend/runner.js';
+
+export { DEFAULT_BACKEND };
 
 export interface BatchSource {
   next(batchSize: number): Batch;
@@ -41,13 +44,6 @@ export interface TrainOptions {
    */
   backend?: Backend;
 }
-
-/**
- * The backend a run gets unless it asks for another: 'cpu', not 'auto', for now — the CUDA kernels
- * are checked against their CPU twins and through a fake library, but have not yet run on a real
- * GPU, so a GPU must be asked for (backend 'cuda' or 'auto', CLI --backend) until they have.
- */
-export const DEFAULT_BACKEND: Backend = 'cpu';
 
 export const DEFAULT_TRAIN: Omit<TrainOptions, 'steps'> = {
   batchSize: 8,
@@ -94,6 +90,8 @@ export interface TrainContext {
   val?: BatchSource;
   /** Resume from this state (step, tokens seen). */
   start?: TrainerState;
+  /** Run on this runner (around `model` and `optimizer`) instead of one for `options.backend`; the caller disposes it. */
+  runner?: BackendRunner;
 }
 
 export async function evaluate(model: AnchorModel, source: BatchSource, batches: number, batchSize: number): Promise<number> {
@@ -208,58 +206,58 @@ export async function trainLoop<B extends Batch>(
   return hist;
 }
 
-export interface StepperBackendOptions {
-  /** Default DEFAULT_BACKEND ('cpu'); resolved with resolveBackend. */
-  backend?: Backend;
-  /** Dense products on a CUDA device (default 'fp32'). */
-  gemm?: GemmPrecision;
+/** Where a stepper runs: a backend to build a runner for, or a runner built by the caller. */
+export interface StepperBackendOptions extends RunnerOptions {
+  /**
+   * Run on this runner (its host model and optimizer must be the ones given to the stepper);
+   * `backend` and `gemm` are then ignored, and the caller disposes it.
+   */
+  runner?: BackendRunner;
+}
+
+/** The runner a stepper uses, and whether the stepper owns it (and so disposes it). */
+export function stepperRunner(model: AnchorModel, optimizer: AdamW, options: StepperBackendOptions): { runner: BackendRunner; owned: boolean } {
+  if (options.runner) {
+    check(options.runner.host === model && options.runner.hostOptimizer === optimizer, 'E_INVALID_ARGUMENT',
+      'the runner must wrap the model and optimizer given to the stepper');
+    return { runner: options.runner, owned: false };
+  }
+  return { runner: createAnchorRunner(model, optimizer, options), owned: true };
 }
 
 /**
- * The anchor alone: forward/backward, clipped AdamW. `backend: 'cuda'` runs both on the device
- * (lib/train/cuda-runner.ts) with `model` and `optimizer` as host mirrors, synced for checkpoints
- * and when trainLoop returns; dispose() frees the device model.
+ * The anchor alone: forward/backward, clipped AdamW, on the runner for `options.backend` (on a
+ * device, `model` and `optimizer` are host mirrors, synced for checkpoints and when trainLoop
+ * returns; dispose() frees the device model).
  */
 export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer,
                               options: StepperBackendOptions = {}): Stepper<Batch> {
-  if (resolveBackend(options.backend ?? DEFAULT_BACKEND) === 'cuda') {
-    const dev = new CudaAnchorRunner(model, optimizer, { gemm: options.gemm });
-    return {
-      backend: 'cuda',
-      async step(batch, lr) {
-        dev.zeroGrad();
-        const loss = await dev.forwardBackward(batch);
-        if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
-        const { gradNorm } = await dev.step(lr);
-        return { loss, gradNorm };
-      },
-      loss: (batch) => dev.loss(batch),
-      save: async (path, trainer) => {
-        dev.sync();
-        await saveCheckpoint(path, { model, tokenizer, optimizer, trainer });
-      },
-      sync: () => dev.sync(),
-      dispose: () => dev.dispose(),
-    };
-  }
+  const { runner, owned } = stepperRunner(model, optimizer, options);
   return {
-    backend: 'cpu',
+    backend: runner.backend,
     async step(batch, lr) {
-      model.zeroGrad();
-      const loss = await model.forwardBackward(batch);
+      runner.zeroGrad();
+      const loss = await runner.forwardBackward(batch);
       if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
-      const { gradNorm } = await optimizer.step(model, lr);
+      const { gradNorm } = await runner.step(lr);
       return { loss, gradNorm };
     },
-    loss: (batch) => model.loss(batch),
-    save: (path, trainer) => saveCheckpoint(path, { model, tokenizer, optimizer, trainer }),
+    loss: (batch) => runner.loss(batch),
+    save: async (path, trainer) => {
+      runner.sync();
+      await saveCheckpoint(path, { model, tokenizer, optimizer, trainer });
+    },
+    sync: () => runner.sync(),
+    dispose: () => {
+      if (owned) runner.dispose();
+    },
   };
 }
 
 export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
   const batchSize = options.batchSize ?? DEFAULT_TRAIN.batchSize;
   check(batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT', `batchSize ${batchSize} exceeds the model's maxBatch ${ctx.model.maxBatch}`);
-  const stepper = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer, { backend: options.backend });
+  const stepper = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer, { backend: options.backend, runner: ctx.runner });
   try {
     return await trainLoop(stepper, ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
   } finally {

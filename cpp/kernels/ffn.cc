@@ -1,10 +1,10 @@
-#include "swiglu.h"
+#include "ffn.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "matmul.h"
+#include "kernels/linear.h"
 #include "parallel.h"
 #include "kernels/vecmath.h"
 

@@ -1,4 +1,4 @@
-#include "matmul.h"
+#include "linear.h"
 
 namespace hm {
 

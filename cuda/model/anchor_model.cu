@@ -1,4 +1,4 @@
-// model.cu — the device-resident training step of the anchor transformer (issue #8):
+// anchor_model.cu — the device-resident training step of the anchor transformer (issue #8):
 // hmc::Model, model_create / model_destroy / model_forward_backward / model_forward_loss.
 // CPU twin: hm::AnchorModel in cpp/anchor_model.{h,cc}; this file mirrors it call by call (same layer
 // order, same += gradient semantics, same loss mean and gradient scale), using only the kernels of
@@ -10,6 +10,12 @@
 //   q, k = rope(rmsnorm(q_raw) over all D), rope(rmsnorm(k_raw));  att = causal attention (doc_start)
 //   h_mid = x_in + att Wo^T; ln2 = rmsnorm(h_mid)
 //   x_in[l+1] = (FFN(ln2) + FFN-memory(ln2) for grouped rows) + h_mid
+// Fusions against the twin: gate/up is fused (ffn_forward's gate/up kernel reads ln2 once for both
+// products, see ffn.cu). QKV is not: the CPU writes one (N, 3D) [q_raw | k_raw | v] product and
+// reads it with strided row kernels (rmsnorm_*_rows; AttnStrides, v at another stride than q, k),
+// while hmc::rmsnorm takes contiguous rows and hmc::attention one row stride for q, k, v and out.
+// Fusing needs strided variants of both (an interface change); the three N = D products share
+// A = ln1 and each fills the device at training shapes, so it waits for a GPU profile to justify it.
 // then lnf = rmsnorm(x_final) and the tied classifier + cross-entropy (targets -1 ignored);
 // loss = sum(losses) / count(targets >= 0), gradient scale (float) 1 / count, as the CPU computes it.
 //
@@ -40,7 +46,8 @@ struct Model {
         *ln2_rstd, *gate, *up, *gate_m, *up_m;
   };
   ModelDims d;
-  ModelMemory mem;
+  int64_t R = 0, Lm = 0;              // FFN memories (R = 0: none)
+  std::vector<int32_t> layer_to_mem;  // (L) copied from ModelMemory; -1 = no memory in that layer
   GemmMode mode;
   int64_t max_batch, max_rows;  // max_rows = max_batch * d.T
   float *wte, *final_norm, *gwte, *gfinal_norm;
@@ -136,7 +143,7 @@ int launch_add_inplace(float* y, const float* x, int64_t n, cudaStream_t s) {
 // Scratch bytes the kernels need for a batch of B sequences of T rows (the max over all uses: they run
 // one after another on one stream, so one arena serves them all).
 size_t scratch_need(const Model* m, int64_t B, int64_t T) {
-  const int64_t N = B * T, C = m->d.C, D = m->d.H * m->d.hd, F = m->d.F, R = m->mem.R;
+  const int64_t N = B * T, C = m->d.C, D = m->d.H * m->d.hd, F = m->d.F, R = m->R;
   int64_t f = 4 * N * F;  // ffn_backward (and the forward's (N, F) hidden)
   auto up = [&](int64_t x) { if (x > f) f = x; };
   up(rmsnorm_backward_scratch_floats(N, C));
@@ -192,7 +199,7 @@ void free_all(Model* m) {
 int forward(Model* m, const ModelBatch& b, const int32_t* pos, bool use_mem, cudaStream_t s) {
   const ModelDims& d = m->d;
   const int64_t N = b.B * b.T, C = d.C, D = d.H * d.hd, F = d.F, H = d.H, hd = d.hd;
-  const int64_t R = m->mem.R, slot_stride = m->mem.Lm * 3 * R * C;
+  const int64_t R = m->R, slot_stride = m->Lm * 3 * R * C;
   const GemmMode mode = m->mode;
   float* hidden = (float*)m->scratch;  // (N, F) ffn hidden; the arena holds >= 4 N F floats
   HMC_TRY(embedding_forward(m->acts[0].x_in, b.tokens, m->wte, N, C, s));
@@ -216,7 +223,7 @@ int forward(Model* m, const ModelBatch& b, const int32_t* pos, bool use_mem, cud
     HMC_TRY(rmsnorm_forward(a.ln2, a.ln2_rstd, a.h_mid, w.ffn_norm, N, C, d.norm_eps, s));
     float* next = (l + 1 < d.L) ? m->acts[(size_t)l + 1].x_in : m->x_final;
     HMC_TRY(ffn_forward(mode, next, a.gate, a.up, hidden, a.ln2, w.w1, w.w2, w.w3, N, C, F, s));
-    const int32_t j = m->mem.R > 0 ? m->mem.layer_to_mem[l] : -1;
+    const int32_t j = m->R > 0 ? m->layer_to_mem[(size_t)l] : -1;
     if (j >= 0 && use_mem)
       HMC_TRY(ffn_memory_forward(mode, next, a.gate_m, a.up_m, a.ln2, b.fetched + (int64_t)j * 3 * R * C, slot_stride,
                                  m->groups_dev, b.G, N, C, R, s));
@@ -230,7 +237,7 @@ int forward(Model* m, const ModelBatch& b, const int32_t* pos, bool use_mem, cud
 int backward_layers(Model* m, const ModelBatch& b, const int32_t* pos, bool use_mem, cudaStream_t s) {
   const ModelDims& d = m->d;
   const int64_t N = b.B * b.T, C = d.C, D = d.H * d.hd, F = d.F, H = d.H, hd = d.hd;
-  const int64_t R = m->mem.R, slot_stride = m->mem.Lm * 3 * R * C;
+  const int64_t R = m->R, slot_stride = m->Lm * 3 * R * C;
   const GemmMode mode = m->mode;
   float* fscratch = (float*)m->scratch;
   float* dresid = m->dresid;
@@ -243,7 +250,7 @@ int backward_layers(Model* m, const ModelBatch& b, const int32_t* pos, bool use_
     HMC_TRY(cudaMemsetAsync(dln, 0, sizeof(float) * N * C, s));
     HMC_TRY(ffn_backward(mode, dln, gw.w1, gw.w2, gw.w3, dresid, a.ln2, a.gate, a.up, w.w1, w.w2, w.w3, N, C, F,
                          fscratch, s));
-    const int32_t j = m->mem.R > 0 ? m->mem.layer_to_mem[l] : -1;
+    const int32_t j = m->R > 0 ? m->layer_to_mem[(size_t)l] : -1;
     if (j >= 0 && use_mem) {
       const int64_t off = (int64_t)j * 3 * R * C;
       HMC_TRY(ffn_memory_backward(mode, dln, b.dfetched + off, dresid, a.ln2, a.gate_m, a.up_m, b.fetched + off,
@@ -295,7 +302,7 @@ int run(Model* m, const ModelBatch& b, double* loss_host, cudaStream_t s, bool b
     HMC_TRY(launch_positions(m->pos, b.doc_start, N, b.T, s));
     pos = m->pos;
   }
-  const bool use_mem = b.fetched && m->mem.R > 0 && b.G > 0;
+  const bool use_mem = b.fetched && m->R > 0 && b.G > 0;
   if (use_mem) {
     std::memcpy(m->groups_pinned, b.groups_host, sizeof(MemoryGroup) * (size_t)b.G);
     HMC_TRY(cudaMemcpyAsync(m->groups_dev, m->groups_pinned, sizeof(MemoryGroup) * (size_t)b.G,
@@ -333,7 +340,7 @@ int validate_batch(const Model* m, const ModelBatch& b, bool backward) {
   if (b.T > m->d.T || b.B * b.T > m->max_rows) return (int)cudaErrorInvalidValue;
   if (b.G < 0) return (int)cudaErrorInvalidValue;
   const int64_t N = b.B * b.T;
-  if (b.fetched && m->mem.R > 0 && b.G > 0) {
+  if (b.fetched && m->R > 0 && b.G > 0) {
     if (!b.groups_host || b.G > N) return (int)cudaErrorInvalidValue;
     if (backward && !b.dfetched) return (int)cudaErrorInvalidValue;
     for (int64_t i = 0; i < b.G; i++) {
@@ -374,26 +381,25 @@ Model* model_create(const ModelDims& d, const ModelMemory& mem, int64_t max_batc
   };
   if (err) *err = 0;
   if (!params) return fail((int)cudaErrorInvalidValue);
-  if (d.V < 1 || d.C < 1 || d.L < 1 || d.L > 64 || d.H < 1 || d.hd < 2 || d.hd % 2 || d.F < 1 || d.T < 1 ||
+  if (d.V < 1 || d.C < 1 || d.L < 1 || d.H < 1 || d.hd < 2 || d.hd % 2 || d.F < 1 || d.T < 1 ||
       max_batch < 1)
     return fail((int)cudaErrorInvalidValue);
   if ((int)mode < 0 || (int)mode > 2) return fail((int)cudaErrorInvalidValue);
-  if (mem.R < 0 || (mem.R > 0 && mem.Lm < 1)) return fail((int)cudaErrorInvalidValue);
+  if (mem.R < 0 || (mem.R > 0 && (mem.Lm < 1 || !mem.layer_to_mem))) return fail((int)cudaErrorInvalidValue);
   if (mem.R > 0)
     for (int64_t l = 0; l < d.L; l++)
       if (mem.layer_to_mem[l] < -1 || mem.layer_to_mem[l] >= mem.Lm) return fail((int)cudaErrorInvalidValue);
 
   Model* m = new Model();
   m->d = d;
-  m->mem = mem;
-  if (mem.R == 0) {
-    m->mem.Lm = 0;
-    for (int i = 0; i < 64; i++) m->mem.layer_to_mem[i] = -1;
-  }
+  m->R = mem.R;
+  m->Lm = mem.R > 0 ? mem.Lm : 0;
+  if (mem.R > 0) m->layer_to_mem.assign(mem.layer_to_mem, mem.layer_to_mem + d.L);
+  else m->layer_to_mem.assign((size_t)d.L, -1);
   m->mode = mode;
   m->max_batch = max_batch;
   m->max_rows = max_batch * d.T;
-  const int64_t N = m->max_rows, C = d.C, D = d.H * d.hd, F = d.F, R = m->mem.R;
+  const int64_t N = m->max_rows, C = d.C, D = d.H * d.hd, F = d.F, R = m->R;
 
   // parameter / gradient views in hm::anchor_layout order (mirrored here: hm's layout code is not
   // linked into this library)
@@ -453,7 +459,7 @@ Model* model_create(const ModelDims& d, const ModelMemory& mem, int64_t max_batc
     a.gate = f32(N * F);
     a.up = f32(N * F);
     a.gate_m = a.up_m = nullptr;
-    if (R > 0 && m->mem.layer_to_mem[l] >= 0) {
+    if (R > 0 && m->layer_to_mem[(size_t)l] >= 0) {
       a.gate_m = f32(N * R);
       a.up_m = f32(N * R);
     }

@@ -1,4 +1,4 @@
-// swiglu.h — the SwiGLU nonlinearity h = silu(gate) * up, and the anchor FFN built on it.
+// ffn.h — the SwiGLU nonlinearity h = silu(gate) * up, and the anchor FFN built on it.
 #pragma once
 #include <cstdint>
 namespace hm {

@@ -1,5 +1,7 @@
-// matmul.h — the shapes of linear layers, on our GEMM (kernels/gemm.h: packing, SIMD micro-kernels,
+// linear.h — the shapes of linear layers, on our GEMM (kernels/gemm.h: packing, SIMD micro-kernels,
 // threads split output tiles only, so each element's sum order does not depend on the thread count).
+// CPU-only: the CUDA twin of the GEMM is cuda/kernels/gemm.cu, and the device model calls it with
+// transposition flags directly (no wrapper layer).
 #pragma once
 #include <cstdint>
 

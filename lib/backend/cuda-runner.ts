@@ -10,11 +10,13 @@
  * CPU gathers each batch's blocks, they go up with the batch, the device adds dfetched, which comes
  * back for the CPU's scatter-add and row-sparse AdamW on the bank (HierarchicalModel.trainStep with
  * this runner). Clipping uses the joint norm as on the CPU: the device reduces the anchor's part.
+ * Built by createAnchorRunner (./runner.ts) for `backend: 'cuda'`.
  */
-import { CudaAdamW, CudaAnchorModel, type GemmPrecision } from '../backend.js';
+import { CudaAnchorModel, type GemmPrecision } from '../model/cuda-anchor.js';
+import { CudaAdamW } from '../train/cuda-adamw.js';
 import type { AnchorModel, Batch } from '../model/anchor.js';
-import type { AnchorRunner } from '../memory/memory-model.js';
-import type { AdamW, StepResult } from './adamw.js';
+import type { AdamW, StepResult } from '../train/adamw.js';
+import type { BackendRunner } from './runner.js';
 
 export interface CudaRunnerOptions {
   /** Dense products on the device (default 'fp32', the reference). */
@@ -22,7 +24,8 @@ export interface CudaRunnerOptions {
 }
 
 /** The anchor on the device, mirroring a host AnchorModel and its AdamW. Throws E_BACKEND_UNAVAILABLE without CUDA. */
-export class CudaAnchorRunner implements AnchorRunner {
+export class CudaAnchorRunner implements BackendRunner {
+  readonly backend = 'cuda' as const;
   readonly device: CudaAnchorModel;
   readonly optimizer: CudaAdamW;
   /** The device has updates the host mirrors lack. */

@@ -1,170 +1,25 @@
-// cuda.cc — the addon's side of the CUDA backend (issue #8). The addon never links CUDA: the
-// kernels live in hiermem_cuda.so, opened here with dlopen on request, and reached through the
-// versioned function table that its one exported symbol hmc_get_api hands out. Everything fails as
-// a clean "[E_CODE] message" (never an abort): a missing file, a library with an undefined symbol
-// (RTLD_NOW resolves them all at open), a non-CUDA library or one built for another ABI.
-//
-//   cudaOpen(path)          -> { loaded, path, error? }   (one library per process, kept open)
-//   cudaStatus()            -> { loaded, path }
-//   cudaDeviceInfo(device)  -> { status, statusText, deviceCount, driverVersion, ... }
-//   createCudaAnchorModel(dims, maxBatch, memory?, gemmMode?) -> NativeCudaModel
-//     (uploadParams / downloadParams / downloadGrads / zeroGrad / forwardBackward / forwardLoss /
-//      adamwStep / gradNorm / downloadAdamState / uploadAdamState / dispose)
-//
-// NativeCudaModel mirrors NativeModel (model.cc) with the parameters, gradients and AdamW state
-// in device memory: the host sees them only through upload/download calls. Batches are checked
-// here exactly like the CPU model's (same messages, same codes) before anything reaches the GPU.
-// The model uses device 0 (the runtime's default on every thread).
-#include <dlfcn.h>
-
+// cuda_model.cc — NativeCudaModel, made by createCudaAnchorModel(dims, maxBatch, memory?, gemmMode?):
+//   uploadParams / downloadParams / downloadGrads / zeroGrad / forwardBackward / forwardLoss /
+//   adamwStep / gradNorm / downloadAdamState / uploadAdamState / dispose
+// It mirrors NativeModel (model.cc) with the parameters, gradients and AdamW state in device memory:
+// the host sees them only through upload/download calls. Configs and batches go through the CPU
+// model's parsers (model_args.h, optimizer_args.h) before anything reaches the GPU. The model uses
+// device 0 (the runtime's default on every thread); the library comes from cuda_lib.cc.
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "../cuda/hiermem_cuda.h"  // plain C++: no CUDA headers needed
 #include "anchor_model.h"
 #include "args.h"
+#include "binding.h"
+#include "cuda_lib.h"
 #include "model_args.h"
 #include "optimizer_args.h"
-#include "binding.h"
-#include "kernels/ffn_memory.h"
 
 namespace hmb {
-
-// ---- the library ---------------------------------------------------------------------------
-
-namespace {
-
-// One CUDA library per process (a worker_thread's addon instance shares it). Once a library is
-// opened and accepted it is never closed: models hold pointers into it, and unloading a library
-// that carries a static CUDA runtime would run that runtime's teardown under live allocations.
-struct CudaLib {
-  std::mutex mu;
-  const hmc_api* api = nullptr;
-  std::string path;
-};
-CudaLib g_lib;
-
-const hmc_api* lib_api() {
-  std::lock_guard<std::mutex> lock(g_lib.mu);
-  return g_lib.api;
-}
-
-std::string dl_error(const char* fallback) {
-  const char* e = dlerror();
-  return e ? std::string(e) : std::string(fallback);
-}
-
-// Opens `path` and returns null, or the reason it cannot be used.
-std::string open_library(const std::string& path, const hmc_api** out) {
-  dlerror();  // clear a stale message
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!h) return "dlopen failed: " + dl_error(path.c_str());  // dlerror names the file
-  // From here on a failed check leaves the handle open (never dlclose a library that may have run
-  // CUDA runtime constructors); it costs one mapping and only on this error path.
-  dlerror();
-  void* sym = dlsym(h, "hmc_get_api");
-  if (!sym) return path + " is not a hiermem CUDA library (no hmc_get_api: " + dl_error("symbol not found") + ")";
-  auto get_api = reinterpret_cast<const hmc_api* (*)(int32_t)>(sym);
-  const hmc_api* api = get_api(HMC_ABI_VERSION);
-  if (!api || api->abi_version != HMC_ABI_VERSION)
-    return path + " was built for another interface version (ABI mismatch: this addon needs " +
-           std::to_string(HMC_ABI_VERSION) + "); rebuild hiermem so that the addon and the CUDA library match";
-  if (!api->device_info || !api->error_string)
-    return path + " lacks its device query entry points (a partial build?)";
-  *out = api;
-  return "";
-}
-
-std::string cuda_error_text(const hmc_api* api, int32_t status) {
-  const char* s = api && api->error_string ? api->error_string(status) : nullptr;
-  return std::string(s ? s : "unknown CUDA error") + " (cudaError " + std::to_string(status) + ")";
-}
-
-// Error for the worker thread (no Napi::Env there): PromiseWorker turns it into a rejection whose
-// message keeps the "[E_CODE] " prefix that lib/native.ts maps to HiermemError.
-[[noreturn]] void throw_code(const char* code, const std::string& msg) {
-  throw std::runtime_error(std::string("[") + code + "] " + msg);
-}
-
-}  // namespace
-
-static Napi::Value CudaOpen(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  const std::string path = get_string(info, 0, "libPath");
-  auto result = Napi::Object::New(env);
-  result.Set("path", path);
-  std::lock_guard<std::mutex> lock(g_lib.mu);
-  std::string error;
-  if (g_lib.api) {
-    if (g_lib.path != path) error = "a CUDA library is already loaded from " + g_lib.path + "; cannot also load " + path;
-  } else if (path.empty()) {
-    error = "no CUDA library path given";
-  } else {
-    const hmc_api* api = nullptr;
-    error = open_library(path, &api);
-    if (error.empty()) {
-      g_lib.api = api;
-      g_lib.path = path;
-    }
-  }
-  result.Set("loaded", Napi::Boolean::New(env, error.empty()));
-  if (!error.empty()) result.Set("error", error);
-  return result;
-}
-
-static Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  auto result = Napi::Object::New(env);
-  std::lock_guard<std::mutex> lock(g_lib.mu);
-  result.Set("loaded", Napi::Boolean::New(env, g_lib.api != nullptr));
-  result.Set("path", g_lib.api ? Napi::Value(Napi::String::New(env, g_lib.path)) : env.Null());
-  return result;
-}
-
-static const hmc_api* require_api(Napi::Env env) {
-  const hmc_api* api = lib_api();
-  if (!api) fail(env, "E_BACKEND_UNAVAILABLE", "no CUDA library is loaded (cudaOpen first)");
-  return api;
-}
-
-static Napi::Value CudaDeviceInfo(const Napi::CallbackInfo& info) {
-  auto env = info.Env();
-  const int32_t device = (int32_t)get_int(info, 0, "device", 0, 1024);
-  const hmc_api* api = require_api(env);
-  hmc_device_info d;
-  std::memset(&d, 0, sizeof d);
-  api->device_info(device, &d);
-  d.name[sizeof d.name - 1] = 0;  // never trust the library to terminate its strings
-  d.status_text[sizeof d.status_text - 1] = 0;
-  auto o = Napi::Object::New(env);
-  o.Set("status", Napi::Number::New(env, d.status));
-  o.Set("statusText", Napi::String::New(env, d.status_text));
-  o.Set("deviceCount", Napi::Number::New(env, d.device_count));
-  o.Set("driverVersion", Napi::Number::New(env, d.driver_version));
-  o.Set("runtimeVersion", Napi::Number::New(env, d.runtime_version));
-  o.Set("name", Napi::String::New(env, d.name));
-  o.Set("computeCapability", Napi::String::New(env, std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)));
-  o.Set("freeBytes", Napi::Number::New(env, (double)d.free_bytes));
-  o.Set("totalBytes", Napi::Number::New(env, (double)d.total_bytes));
-  return o;
-}
-
-// ---- the device model ----------------------------------------------------------------------
-
-// The CPU model's dims (model_args.h), plus the CUDA library's own limit.
-static hm::AnchorDims parse_cuda_dims(Napi::Env env, Napi::Value v) {
-  hm::AnchorDims d = parse_dims(env, v);
-  // hmc::ModelMemory carries a fixed (64) layer map
-  const int64_t max_layers = (int64_t)(sizeof(hmc::ModelMemory::layer_to_mem) / sizeof(int32_t));
-  if (d.L > max_layers)
-    fail(env, "E_CONFIG_INVALID", "the CUDA backend supports at most " + std::to_string(max_layers) + " layers, got " + std::to_string(d.L));
-  return d;
-}
 
 // The entry points the device model calls; a library without one of them is refused.
 static void require_model_api(Napi::Env env, const hmc_api* a) {
@@ -212,24 +67,15 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   // (dims, maxBatch, memory?: { R, layerToMemory: Int32Array (L) } | null, gemmMode?: 0 fp32 | 1 tf32 | 2 bf16)
   NativeCudaModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaModel>(info) {
     auto env = info.Env();
-    api_ = require_api(env);
+    api_ = require_cuda_api(env);
     require_model_api(env, api_);
-    d_ = parse_cuda_dims(env, info[0]);
+    d_ = parse_dims(env, info[0]);
     max_batch_ = get_int(info, 1, "maxBatch", 1, 1 << 20);
-    mem_ = hmc::ModelMemory{};
-    for (auto& x : mem_.layer_to_mem) x = -1;
-    const hm::MemoryConfig mc = parse_memory_config(env, info.Length() > 2 ? info[2] : env.Undefined(), d_.L);
-    mem_.R = mc.R;
-    mem_.Lm = mc.Lm;
-    for (size_t l = 0; l < mc.layer_to_mem.size(); l++) mem_.layer_to_mem[l] = mc.layer_to_mem[l];
+    mem_ = parse_memory_config(env, info.Length() > 2 ? info[2] : env.Undefined(), d_.L);
     const int64_t mode = info.Length() > 3 && !info[3].IsUndefined() ? get_int(info, 3, "gemmMode", 0, 2) : 0;
     n_ = hm::anchor_param_count(d_);
     elems(env, "maxBatch x seqLen", {max_batch_, d_.T});
 
-    hmc::ModelDims md;
-    md.V = d_.V, md.C = d_.C, md.L = d_.L, md.H = d_.H, md.hd = d_.hd, md.F = d_.F, md.T = d_.T;
-    md.norm_eps = d_.norm_eps;
-    md.rope_base = d_.rope_base;
     const size_t pbytes = (size_t)n_ * sizeof(float), nbatch = (size_t)(max_batch_ * d_.T) * sizeof(int32_t);
     const int64_t scratch = api_->global_norm_scratch_doubles(n_);
     try {
@@ -245,7 +91,8 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
       doc_start_ = (int32_t*)dev_alloc(nbatch, "the batch");
       pos_ = (int32_t*)dev_alloc(nbatch, "the batch");
       int32_t err = 0;
-      model_ = api_->model_create(&md, &mem_, max_batch_, (float*)params_, (float*)grads_, (int32_t)mode, &err);
+      const hm::ModelMemory mv = mem_.view();  // copied by model_create
+      model_ = api_->model_create(&d_, &mv, max_batch_, (float*)params_, (float*)grads_, (int32_t)mode, &err);
       if (!model_) throw_code("E_CUDA", "model_create: " + cuda_error_text(api_, err ? err : 2 /* cudaErrorMemoryAllocation */));
       check(api_->stream_synchronize(stream_), "initialising the model");
     } catch (const std::exception& e) {
@@ -388,64 +235,34 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   struct Job {
     int64_t B = 0, T = 0;
     std::vector<int32_t> tokens, targets, doc_start, pos;  // host copies (the JS arrays may change after the call)
-    std::vector<hmc::MemoryGroup> groups;
+    std::vector<hm::MemoryGroup> groups;
     const float* fetched = nullptr;  // JS-owned, kept alive by the worker
     float* dfetched = nullptr;
     int64_t fetched_floats = 0;
     bool backward = false;
   };
 
-  // The CPU model's checks (model.cc parse_batch / parse_memory), then host copies and positions.
-  std::shared_ptr<Job> parse_batch(const Napi::CallbackInfo& info, bool need_grad, std::vector<Napi::Value>& keep) {
+  // The CPU model's checks (model_args.h), then host copies and positions.
+  std::shared_ptr<Job> parse_job(const Napi::CallbackInfo& info, bool need_grad, std::vector<Napi::Value>& keep) {
     auto env = info.Env();
     check_idle(env);
-    if (!info[0].IsObject()) fail(env, "E_INVALID_ARGUMENT", "batch must be an object");
-    auto o = info[0].As<Napi::Object>();
-    auto bv = o.Get("batchSize");
-    if (!bv.IsNumber()) fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be a number");
-    double bd = bv.As<Napi::Number>().DoubleValue();
-    if (!(bd >= 1 && bd <= (double)max_batch_ && bd == std::floor(bd)))
-      fail(env, "E_INVALID_ARGUMENT", "batch.batchSize must be an integer in [1, " + std::to_string(max_batch_) + "]");
+    BatchArgs ba = parse_batch(env, info[0], d_, max_batch_);
     auto job = std::make_shared<Job>();
-    const int64_t B = (int64_t)bd, T = d_.T, N = B * T;
+    const int64_t B = ba.B, T = ba.T, N = B * T;
     job->B = B;
     job->T = T;
     job->backward = need_grad;
-    const int32_t* tokens = get_array<int32_t>(o.Get("tokens"), env, "batch.tokens", N);
-    const int32_t* targets = get_array<int32_t>(o.Get("targets"), env, "batch.targets", N);
-    auto ds = o.Get("docStart");
-    const int32_t* doc_start = (ds.IsNull() || ds.IsUndefined()) ? nullptr : get_array<int32_t>(ds, env, "batch.docStart", N);
-    check_tokens(env, "batch.tokens", tokens, N, d_.V, false);
-    check_tokens(env, "batch.targets", targets, N, d_.V, true);
-    check_doc_start(env, doc_start, B, T);
-    job->tokens.assign(tokens, tokens + N);
-    job->targets.assign(targets, targets + N);
-    if (doc_start) job->doc_start.assign(doc_start, doc_start + N);
+    job->tokens.assign(ba.tokens, ba.tokens + N);
+    job->targets.assign(ba.targets, ba.targets + N);
+    if (ba.doc_start) job->doc_start.assign(ba.doc_start, ba.doc_start + N);
     job->pos.resize((size_t)N);  // as hm::AnchorModel: position within the document
-    for (int64_t n = 0; n < N; n++) job->pos[n] = doc_start ? (int32_t)(n % T) - doc_start[n] : (int32_t)(n % T);
-
-    auto mv = o.Get("memory");
-    if (!mv.IsNull() && !mv.IsUndefined()) {
-      if (mem_.R == 0) fail(env, "E_CONFIG_INVALID", "this model was created without memory layers");
-      if (!mv.IsObject()) fail(env, "E_INVALID_ARGUMENT", "memory must be an object");
-      auto m = mv.As<Napi::Object>();
-      auto ns = m.Get("numSlots");
-      double S = ns.IsNumber() ? ns.As<Napi::Number>().DoubleValue() : -1;
-      if (!(S >= 1 && S <= (double)B && S == std::floor(S))) fail(env, "E_INVALID_ARGUMENT", "memory.numSlots must be an integer in [1, batchSize]");
-      const int64_t slot = mem_.Lm * 3 * mem_.R * d_.C;
-      job->fetched_floats = elems(env, "memory.fetched", {(int64_t)S, slot});
-      job->fetched = get_array<float>(m.Get("fetched"), env, "memory.fetched", job->fetched_floats);
-      auto dv = m.Get("dfetched");
-      job->dfetched = (dv.IsNull() || dv.IsUndefined()) ? nullptr : get_array<float>(dv, env, "memory.dfetched", job->fetched_floats);
-      if (need_grad && !job->dfetched) fail(env, "E_INVALID_ARGUMENT", "memory.dfetched is required for forwardBackward");
-      if (!need_grad) job->dfetched = nullptr;
-      const int32_t* seq_slot = get_array<int32_t>(m.Get("seqSlot"), env, "memory.seqSlot", B);
-      for (int64_t b = 0; b < B; b++)
-        if (seq_slot[b] < -1 || seq_slot[b] >= (int64_t)S)
-          fail(env, "E_INVALID_ARGUMENT", "memory.seqSlot[" + std::to_string(b) + "] = " + std::to_string(seq_slot[b]) + " is outside [-1, numSlots)");
-      for (const auto& g : hm::memory_groups(seq_slot, B, T)) job->groups.push_back({g.row0, g.rows, g.slot});
-      keep.push_back(m.Get("fetched"));
-      keep.push_back(dv);
+    for (int64_t n = 0; n < N; n++) job->pos[n] = ba.doc_start ? (int32_t)(n % T) - ba.doc_start[n] : (int32_t)(n % T);
+    MemoryBatchArgs ma;
+    if (parse_memory_batch(env, ba.memory, B, d_, mem_, need_grad, &ma, keep)) {
+      job->fetched_floats = ma.fetched_floats;
+      job->fetched = ma.fetched;
+      job->dfetched = need_grad ? ma.dfetched : nullptr;
+      job->groups = hm::memory_groups(ma.seq_slot, B, T);
     }
     return job;
   }
@@ -490,7 +307,7 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
 
   Napi::Value RunAsync(const Napi::CallbackInfo& info, bool backward) {
     std::vector<Napi::Value> keep;
-    auto job = parse_batch(info, backward, keep);
+    auto job = parse_job(info, backward, keep);
     keep.push_back(Value());  // keep this model alive while the worker runs
     auto result = std::make_shared<double>(0);
     busy_ = true;
@@ -507,8 +324,8 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   // ---- AdamW on the device ----
   struct StepJob {
     std::vector<DecaySegment> segments;
-    double lr, beta1, beta2, eps, clip;
-    int64_t step;
+    hm::AdamWHyper hyper;  // grad_scale set by run_step from the norm
+    double clip;
     bool given_norm = false;  // hyper.gradNorm: clip by this norm instead of the device gradients' own
     double norm = 0, scale = 1;
   };
@@ -526,12 +343,7 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     job->segments = parse_decay_segments(env, info[0], n_);
     if (info.Length() < 2 || !info[1].IsObject()) fail(env, "E_INVALID_ARGUMENT", "hyper must be an object");
     auto h = info[1].As<Napi::Object>();
-    const AdamWHyperArgs ha = parse_adamw_hyper(env, h);
-    job->lr = ha.lr;
-    job->beta1 = ha.beta1;
-    job->beta2 = ha.beta2;
-    job->eps = ha.eps;
-    job->step = ha.step;
+    job->hyper = parse_adamw_hyper(env, h);
     job->clip = hyper_number(env, h, "clipNorm");
     auto gn = h.Get("gradNorm");
     if (!gn.IsUndefined()) {
@@ -539,7 +351,7 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
       if (job->norm < 0) fail(env, "E_INVALID_ARGUMENT", "hyper.gradNorm must be >= 0");
       job->given_norm = true;
     }
-    if (!(job->lr >= 0) || !(job->clip >= 0)) fail(env, "E_INVALID_ARGUMENT", "need lr >= 0 and clipNorm >= 0");
+    if (!(job->hyper.lr >= 0) || !(job->clip >= 0)) fail(env, "E_INVALID_ARGUMENT", "need lr >= 0 and clipNorm >= 0");
     busy_ = true;
     auto* w = new PromiseWorker(
         env, [this, job] { run_step(*job); },
@@ -559,13 +371,12 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
     if (!j.given_norm) j.norm = std::sqrt(device_sumsq());
     if (!std::isfinite(j.norm)) throw_code("E_NON_FINITE", "gradient norm is " + std::to_string(j.norm) + "; update skipped");
     j.scale = j.clip > 0 && j.norm > j.clip ? j.clip / j.norm : 1.0;
-    // the constants exactly as hm::adamw_update derives them (double, then cast)
-    hmc::AdamWArgs a = hmc::adamw_args(j.lr, j.beta1, j.beta2, j.eps, 0.0, j.scale, j.step);
+    j.hyper.grad_scale = j.scale;
     float *p = (float*)params_, *g = (float*)grads_, *m = (float*)m_, *v = (float*)v_;
     for (const auto& s : j.segments) {
       if (s.length == 0) continue;
-      a.wd = s.wd;
-      check(api_->adamw_update(p + s.offset, g + s.offset, m + s.offset, v + s.offset, s.length, &a, stream_), "adamw_update");
+      const hm::AdamWConsts k = hm::adamw_consts(j.hyper, s.wd);  // as hm::adamw_update derives them
+      check(api_->adamw_update(p + s.offset, g + s.offset, m + s.offset, v + s.offset, s.length, &k, stream_), "adamw_update");
     }
     check(api_->stream_synchronize(stream_), "adamw_update");
   }
@@ -579,8 +390,8 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   Napi::Value Busy(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), busy_); }
 
   const hmc_api* api_ = nullptr;
-  hm::AnchorDims d_{};
-  hmc::ModelMemory mem_;
+  hm::ModelDims d_{};
+  hm::MemoryConfig mem_;
   int64_t max_batch_ = 0, n_ = 0;
   void* stream_ = nullptr;
   void* model_ = nullptr;
@@ -593,11 +404,7 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
   bool busy_ = false, disposed_ = false;
 };
 
-void RegisterCuda(Napi::Env env, Napi::Object exports) {
-  exports.Set("cudaAbiVersion", Napi::Number::New(env, HMC_ABI_VERSION));
-  exports.Set("cudaOpen", Napi::Function::New(env, CudaOpen));
-  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
-  exports.Set("cudaDeviceInfo", Napi::Function::New(env, CudaDeviceInfo));
+void RegisterCudaModel(Napi::Env env, Napi::Object exports) {
   // The constructor is held by this closure's data (model.cc owns the env's instance data).
   auto* ctor = new Napi::FunctionReference(Napi::Persistent(NativeCudaModel::Define(env)));
   env.AddCleanupHook([ctor] { delete ctor; });
