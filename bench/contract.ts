@@ -15,17 +15,32 @@ export interface ContractRow {
   /** The goal for `ratio` (peer rows) or `fractionOfLimit` (limit rows); null = no goal set. */
   target: number | null;
   met: boolean | null;
-  /** ours / the machine limit named by `limit` (peerless rows, and train rows: FLOP/s / sgemm). */
+  /**
+   * ours / the machine limit named by `limit` (peerless rows; train and GEMM rows also carry it:
+   * FLOP/s / the FMA peak).
+   */
   fractionOfLimit?: number;
-  limit?: 'sgemmGflops' | 'memcpyGBs' | 'sgemmAtModelShapes';
+  /**
+   * fmaPeakGflops: the fp32 FMA peak (issue #12, the FLOP/s ceiling); gemmAtModelShapes: our GEMM at
+   * the model's own shapes; memcpyGBs: memcpy bandwidth. Values of older runs, still readable:
+   * sgemmGflops / sgemmAtModelShapes (OpenBLAS sgemm, before the addon had its own GEMM).
+   */
+  limit?: 'fmaPeakGflops' | 'gemmAtModelShapes' | 'sgemmGflops' | 'memcpyGBs' | 'sgemmAtModelShapes';
   /** (max - min) / median of ours over the repetitions. */
   spread?: number;
   /** Flat rows: met means |ratio - 1| <= 1 - target (within ±5% for target 0.95). */
   band?: boolean;
+  /** Rows whose target bounds `ours` from above (prebuild-size: met means ours <= target). */
+  upperBound?: boolean;
   note?: string;
 }
 
 export interface Limits {
+  /** fp32 FMA peak, GFLOP/s: a register-bound FMA loop on every thread (bench/limits.ts). */
+  fmaPeakGflops: number;
+  /** Our own GEMM at a large square product (1536³; 768³ with --quick), GFLOP/s. */
+  gemmGflops: number;
+  /** The same value under its old name (it was OpenBLAS sgemm before the addon had its own GEMM). */
   sgemmGflops: number;
   memcpyGBs: number;
 }

@@ -3,25 +3,30 @@
  * the same run, results in bench/results/latest.json (the contract in bench/contract.ts) and a
  * Markdown table on stdout.
  *
- * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,train,infer]
+ * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,gemm,train,infer,size]
  *        [--threads N] [--no-install] [--out FILE]
  *   --quick   fewer sizes and repetitions (< 3 min); the full run takes < 15 min on 2 cores
  *   --only    sections to run (the limits always run: other rows are fractions of them)
- * PyTorch (the peer of the train/infer rows) is installed with apt-get when missing and running as
- * root, else those rows carry peer null and a message says why.
+ * Limits (issue #12): the fp32 FMA peak (register-bound FMA loop on every thread: the ceiling of
+ * every FLOP/s row), our GEMM at a large square product (`gemmGflops`, also under its old name
+ * `sgemmGflops`) and memcpy.
+ * PyTorch (the peer of the gemm/train/infer rows) is installed with apt-get when missing and running
+ * as root, else those rows carry peer null and a message says why.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadNative, packageRoot } from '../lib/native.js';
+import { loadNative, nativeAddonPath, packageRoot } from '../lib/native.js';
 import { limitRow, type ContractRow, type Limits } from './contract.js';
 import { machine } from './machine.js';
-import { memcpyGBs, sgemmGflops } from './limits.js';
+import { fmaPeakGflops, gemmGflops, memcpyGBs } from './limits.js';
+import { benchModelShapes, gemmRows, rateAtModelShapes, type ShapeRates } from './gemm.js';
 import { ffnRows, gatherRows, scalingRows, tierRows, type MemoryBenchContext } from './memory.js';
 import { IdleWaiter } from './peer-common.js';
 import { benchConfig, gitCommit, runPeerBench, type PeerOptions, type PeerResult } from './peer-train.js';
 
-const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'train', 'infer'] as const;
+const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'gemm', 'train', 'infer', 'size'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -68,40 +73,62 @@ const f = (x: number | null | undefined, d = 2): string => (x === null || x === 
 function table(rows: ContractRow[]): string {
   const L = ['| row | unit | ours | peer | peer value | ratio | fraction of limit | target | met |', '|---|---|---:|---|---:|---:|---:|---:|---|'];
   for (const r of rows) {
-    const tgt = r.target === null ? '—' : r.band ? `1 ± ${f(1 - r.target)}` : `≥ ${f(r.target)}`;
+    const tgt = r.target === null ? '—' : r.band ? `1 ± ${f(1 - r.target)}` : r.upperBound ? `≤ ${f(r.target)}` : `≥ ${f(r.target)}`;
     const met = r.met === null ? '—' : r.met ? 'met' : '**missed**';
     L.push(`| ${r.name} | ${r.unit} | ${f(r.ours)} | ${r.peer ?? '—'} | ${f(r.peerValue)} | ${f(r.ratio)} | ${r.fractionOfLimit !== undefined ? `${f(r.fractionOfLimit)} of ${r.limit}` : '—'} | ${tgt} | ${met} |`);
   }
   return L.join('\n');
 }
 
-/** Adds FLOP/s rows to the training rows: fraction of sgemm, large square and at the model's shapes. */
-function flopRows(peer: PeerResult, limits: Limits, threads: number, quick: boolean): { rows: ContractRow[]; shapeGemm: Record<string, number> } {
+/**
+ * Adds FLOP/s rows to the training rows: each training row's fraction of the FMA peak, and per model
+ * (anchor only) its FLOP/s against our own GEMM's rate at that model's shapes (every shape of its
+ * step, weighted by FLOPs; from the gemm section's measurements when it ran, else measured here).
+ */
+function flopRows(peer: PeerResult, limits: Limits, threads: number, quick: boolean, gemmRates: ShapeRates): { rows: ContractRow[]; shapeGemm: Record<string, number> } {
   const rows: ContractRow[] = [];
   const shapeGemm: Record<string, number> = {};
   for (const t of peer.train.filter((x) => x.threads === threads)) {
     const gflops = (t.m.sides[0]!.perSec.median * t.flopsPerToken) / 1e9;
     const row = peer.rows.find((r) => r.name === `train-step-${t.size}-${t.memory ? 'memory' : 'anchor'}`);
-    if (row) Object.assign(row, { fractionOfLimit: gflops / limits.sgemmGflops, limit: 'sgemmGflops' });
+    if (row) Object.assign(row, { fractionOfLimit: gflops / limits.fmaPeakGflops, limit: 'fmaPeakGflops' });
     if (t.memory) continue;
-    // the model's own GEMM shapes: its largest products (FFN, QKV) at B·T rows
-    const cfg = benchConfig(t.size);
-    const N = t.tokensPerStep, C = cfg.dModel, F = cfg.ffnHidden;
-    const shapes: [number, number, number][] = [[N, F, C], [N, C, F], [N, 3 * C, C]];
-    let flop = 0, sec = 0;
-    for (const [m, n, k] of shapes) {
-      const g = sgemmGflops(m, n, k, quick ? 2 : 3, quick ? 0.15 : 0.3).median;
-      flop += 2 * m * n * k;
-      sec += (2 * m * n * k) / (g * 1e9);
-    }
-    const atShapes = flop / sec / 1e9;
+    const atShapes = rateAtModelShapes(t.size, (s) => gemmRates.get(`${t.size}:${s.name}`) ??
+      gemmGflops(s.M, s.N, s.K, quick ? 2 : 3, quick ? 0.1 : 0.25, s.transA, s.transB).median);
     shapeGemm[t.size] = atShapes;
-    rows.push(limitRow(`train-step-${t.size}-anchor-gflops`, 'GFLOP/s', gflops, 'sgemmAtModelShapes', atShapes, 0.85, {
+    const target = t.size === '0.5M' ? null : 0.85;
+    rows.push(limitRow(`train-step-${t.size}-anchor-gflops`, 'GFLOP/s', gflops, 'gemmAtModelShapes', atShapes, target, {
       spread: t.m.sides[0]!.perSec.spread,
-      note: `model FLOPs (6·params·tokens + attention) per second; sgemm at this model's shapes ${f(atShapes, 1)} GFLOP/s, large square ${f(limits.sgemmGflops, 1)}`,
+      note: `model FLOPs (6·params·tokens + attention) per second; our GEMM at this model's ${benchModelShapes(t.size).length} step shapes ${f(atShapes, 1)} GFLOP/s, ` +
+        `at 1536³ ${f(limits.gemmGflops, 1)}; FMA peak ${f(limits.fmaPeakGflops, 1)} (${f(gflops / limits.fmaPeakGflops)} of it)`,
     }));
   }
   return { rows, shapeGemm };
+}
+
+/** The CPU addon this run loaded, stripped as a prebuild is (strip --strip-unneeded into a temp file): < 5 MB. */
+function prebuildSizeRow(): ContractRow | null {
+  const file = nativeAddonPath();
+  if (!file) return null;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hiermem-bench-strip-'));
+  try {
+    const out = path.join(dir, path.basename(file));
+    let stripped = true;
+    try {
+      execFileSync('strip', ['--strip-unneeded', '-o', out, file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch {
+      fs.copyFileSync(file, out);
+      stripped = false;
+    }
+    const mb = fs.statSync(out).size / 1e6;
+    const target = 5;
+    return {
+      name: 'prebuild-size', unit: 'MB', ours: mb, peer: null, peerValue: null, ratio: null, target, met: mb <= target, upperBound: true,
+      note: `${path.relative(packageRoot(), file) || file}, ${stripped ? 'strip --strip-unneeded' : 'NOT stripped (no strip binary)'}; unstripped ${f(fs.statSync(file).size / 1e6)} MB`,
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function main(): Promise<void> {
@@ -117,10 +144,13 @@ async function main(): Promise<void> {
 
   // limits first: every fraction below refers to them
   const n = o.quick ? 768 : 1536;
-  const sgemm = sgemmGflops(n, n, n, o.quick ? 3 : 5, o.quick ? 0.3 : 0.6);
+  const fma = fmaPeakGflops(o.quick ? 5 : 9, o.quick ? 0.1 : 0.3);
+  const gemm = gemmGflops(n, n, n, o.quick ? 3 : 5, o.quick ? 0.3 : 0.6);
   const memcpy = memcpyGBs(64 * 2 ** 20, o.quick ? 5 : 9);
-  const limits: Limits = { sgemmGflops: sgemm.median, memcpyGBs: memcpy.median };
-  process.stderr.write(`  limits: sgemm ${n}^3 ${f(sgemm.median, 1)} GFLOP/s [${f(sgemm.min, 1)}–${f(sgemm.max, 1)}], memcpy 64 MiB ${f(memcpy.median, 1)} GB/s [${f(memcpy.min, 1)}–${f(memcpy.max, 1)}]\n`);
+  const limits: Limits = { fmaPeakGflops: fma.median, gemmGflops: gemm.median, sgemmGflops: gemm.median, memcpyGBs: memcpy.median };
+  process.stderr.write(`  limits: FMA peak (${fma.level}, ${fma.threads} threads) ${f(fma.median, 1)} GFLOP/s [${f(fma.min, 1)}–${f(fma.max, 1)}], ` +
+    `our gemm (${native.gemmKernel}) ${n}^3 ${f(gemm.median, 1)} GFLOP/s [${f(gemm.min, 1)}–${f(gemm.max, 1)}] = ${f(gemm.median / fma.median)} of peak, ` +
+    `memcpy 64 MiB ${f(memcpy.median, 1)} GB/s [${f(memcpy.min, 1)}–${f(memcpy.max, 1)}]\n`);
 
   const rows: ContractRow[] = [];
   const detail: string[] = [];
@@ -133,6 +163,14 @@ async function main(): Promise<void> {
   if (o.only.has('ffn')) log(await ffnRows(ctx));
   if (o.only.has('tiers')) log(await tierRows(ctx));
   if (o.only.has('scaling')) log(await scalingRows(ctx));
+  let gemmRates: ShapeRates = new Map();
+  let gemmPeer: string | null = null;
+  if (o.only.has('gemm')) {
+    const g = await gemmRows({ ...ctx, install: o.install }, o.quick ? ['0.5M'] : ['0.5M', '3.4M', '10M']);
+    gemmRates = g.ours;
+    gemmPeer = g.peer;
+    log(g.rows);
+  }
   let peer: PeerResult | null = null;
   let shapeGemm: Record<string, number> = {};
   if (o.only.has('train') || o.only.has('infer')) {
@@ -142,11 +180,15 @@ async function main(): Promise<void> {
       inferReps: 3, install: o.install, out: '',
     };
     peer = await runPeerBench(po);
-    const fr = flopRows(peer, limits, o.threads, o.quick);
+    const fr = flopRows(peer, limits, o.threads, o.quick, gemmRates);
     shapeGemm = fr.shapeGemm;
     log([...(o.only.has('train') ? peer.rows.filter((r) => r.name.startsWith('train-step')) : []), ...fr.rows,
       ...peer.rows.filter((r) => !r.name.startsWith('train-step'))]);
     if (peer.checks.some((c) => !c.pass)) process.exitCode = 1;
+  }
+  if (o.only.has('size')) {
+    const r = prebuildSizeRow();
+    if (r) log([r]);
   }
   native.setNumThreads(saved);
 
@@ -165,8 +207,13 @@ async function main(): Promise<void> {
     threads: o.threads,
     sections: [...o.only],
     machineDetail: { ...mach, loadAvgAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100) },
-    addon: { version: native.version, blas: native.blas },
-    limitsDetail: { sgemm: { n, ...sgemm }, memcpy: { bytes: 64 * 2 ** 20, ...memcpy }, sgemmAtModelShapes: shapeGemm },
+    addon: { version: native.version, blas: native.blas, gemmKernel: native.gemmKernel, path: nativeAddonPath() },
+    limitsDetail: {
+      fmaPeak: fma, gemm: { n, ...gemm }, memcpy: { bytes: 64 * 2 ** 20, ...memcpy }, gemmAtModelShapes: shapeGemm,
+      // the old names (OpenBLAS sgemm before issue #12), same values as gemm / gemmAtModelShapes
+      sgemm: { n, ...gemm }, sgemmAtModelShapes: shapeGemm,
+    },
+    gemmPeer,
     peer: peer ? { ...peer.peer, checks: peer.checks.map(({ grads: _g, ...rest }) => rest), notes: peer.notes, markdown: peer.markdown } : null,
     markdown: md,
     detail,

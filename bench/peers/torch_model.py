@@ -288,6 +288,7 @@ class Trainer:
 # ---- server ------------------------------------------------------------------------------------
 
 STATE = {}
+GEMM = {}  # the operands of the current gemm_setup (bench/gemm.ts)
 
 
 def _long(t):
@@ -344,6 +345,28 @@ def handle(req):
         STATE.clear()
         STATE['model'] = model
         return {'params': sum(t.numel() for t in model.parameters())}
+    if cmd == 'gemm_setup':
+        # one product C (M,N) = op(A) op(B) for bench/gemm.ts, the operands stored as hiermem's gemm
+        # reads them (A (K,M) when transA, B (N,K) when transB) and handed to torch.mm as .t() views,
+        # so torch sees the same transposition; C is preallocated (out=), as hiermem writes into its C
+        ta, tb = bool(req['transA']), bool(req['transB'])
+        M, N, K = int(req['M']), int(req['N']), int(req['K'])
+        g = torch.Generator().manual_seed(int(req.get('seed', 7)))
+        a = torch.rand((K, M) if ta else (M, K), generator=g) - 0.5
+        b = torch.rand((N, K) if tb else (K, N), generator=g) - 0.5
+        A = a.t() if ta else a
+        B = b.t() if tb else b
+        C = torch.empty(M, N)
+        torch.mm(A, B, out=C)
+        GEMM.clear()
+        GEMM.update(A=A, B=B, C=C)
+        return {'aStride': list(A.stride()), 'bStride': list(B.stride())}
+    if cmd == 'gemm':
+        A, B, C = GEMM['A'], GEMM['B'], GEMM['C']
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(int(req['reps'])):
+            torch.mm(A, B, out=C)
+        return {'ms': (time.perf_counter() - t0) * 1e3, 'cpuMs': (time.process_time() - c0) * 1e3}
     model = STATE['model']
     if cmd == 'grads':
         # loss and gradients of one batch; optionally one optimizer step afterwards (anchor only)
