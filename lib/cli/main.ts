@@ -20,6 +20,7 @@ import { readSafetensorsHeader } from '../io/safetensors.js';
 import { runDemo } from '../eval/demo.js';
 import { reportHtml, resultsTable } from '../eval/report.js';
 import { cmdTrain, loadDocs, type TrainFlags } from './train.js';
+import { registerPrepareCommand } from './prepare.js';
 
 function int(v: string): number {
   const n = Number(v);
@@ -219,6 +220,7 @@ program.command('demo')
 program.command('train')
   .description('train the anchor model on a corpus (default: the embedded sample corpus)')
   .option('--corpus <file>', 'text or JSONL corpus (default: embedded data/sample/elements.txt)')
+  .option('--data <dir>', 'a folder written by `hiermem prepare` (read from disk; with a tree there, a memory run)')
   .addOption(new Option('--format <format>', 'corpus format').choices(['text', 'lines', 'jsonl']).default('text'))
   .option('--field <name>', 'JSONL field holding the text', 'text')
   .addOption(new Option('--preset <name>', 'model size').choices(Object.keys(MODEL_PRESETS)).default('small'))
@@ -286,6 +288,8 @@ program.command('info')
   .argument('[file]', 'a .safetensors file written by hiermem (a train --out folder: its checkpoint)')
   .option('--gpu', 'also probe CUDA: driver, runtime, device, compute capability, memory, which library loaded or why none')
   .action(cmdInfo);
+
+registerPrepareCommand(program);
 
 /**
  * An option that takes a value must not swallow the next flag: `--out --steps 5` would write to a

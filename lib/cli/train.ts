@@ -16,6 +16,7 @@ import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
 import type { MemoryTrainMode } from '../train/memory-trainer.js';
 import { CHECKPOINT_FILE, prepareRun } from '../train/run.js';
 import { lineChartSvg } from '../eval/svg.js';
+import { PreparedData } from '../data/prepared.js';
 import { readModelConfigFile } from '../io/model-config.js';
 
 export async function loadDocs(corpus: string | undefined, format: string, field: string): Promise<string[]> {
@@ -32,6 +33,8 @@ export interface TrainFlags {
   evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
   tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
   anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
+  /** A folder written by `hiermem prepare` (instead of --corpus). */
+  data?: string;
 }
 
 /** The model config: a preset, overridden field by field by a JSON file (--config). */
@@ -56,6 +59,21 @@ async function prepareCorpus(f: TrainFlags) {
   return { docs, ...splitDocuments(docs, 0.05) };
 }
 
+/**
+ * With --data no document is held: the first held-out (else training) document, decoded from the
+ * prepared stream, only to prompt the summary's sample.
+ */
+function preparedPrompts(d: PreparedData, tokenizer: ByteTokenizer): { docs: string[]; train: string[]; val: string[] } {
+  const first = (split: 'train' | 'val') => {
+    const s = d.tokenStream(split);
+    const ids = s.read(0, Math.min(s.length, 256));
+    const end = ids.indexOf(tokenizer.eotId);
+    return s.length > 0 ? [tokenizer.decode(end < 0 ? ids : ids.subarray(0, end))] : [];
+  };
+  const val = first('val'), train = first('train');
+  return { docs: [...train, ...val], train, val };
+}
+
 /** The opening words of a document (at most 4, and 40 characters): the prompt of train's sample. */
 function openingWords(doc: string | undefined): string {
   let out = '';
@@ -72,7 +90,11 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
   const backend = resolveBackend(f.backend);
   const tokenizer = new ByteTokenizer();
-  const { docs, train: trainDocs, val: valDocs } = await prepareCorpus(f);
+  if (f.data !== undefined && f.corpus !== undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'give --corpus or --data, not both');
+  // --data: tokens and packed sequences are read from disk; the run's tokenizer and tree must be the data's
+  const prepared = f.data !== undefined ? await PreparedData.open(f.data, { tokenizer, ...(f.tree !== undefined ? { tree: f.tree } : {}) }) : null;
+  const treeFile = f.tree ?? prepared?.treeFile ?? undefined;
+  const { docs, train: trainDocs, val: valDocs } = prepared ? preparedPrompts(prepared, tokenizer) : await prepareCorpus(f);
   const ckPath = path.join(f.out, CHECKPOINT_FILE);
   // bare --resume: the checkpoint this run's --out folder holds
   const resume = f.resume === true ? ckPath : f.resume;
@@ -81,11 +103,11 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
 
   const run = await prepareRun({
     tokenizer, batchSize: f.batchSize, seed: f.seed, weightDecay: f.weightDecay, backend, outDir: f.out,
-    data: { documents: { train: trainDocs, val: valDocs } },
+    data: prepared ? { prepared } : { documents: { train: trainDocs, val: valDocs } },
     ...(resume !== undefined ? { resume } : { anchor: f.anchor ? { checkpoint: f.anchor } : { config: modelConfig! } }),
-    ...(f.tree !== undefined ? {
+    ...(treeFile !== undefined ? {
       memory: {
-        tree: f.tree, levels: f.memoryLevels.split(',').map((x) => Number(x.trim())),
+        tree: treeFile, levels: f.memoryLevels.split(',').map((x) => Number(x.trim())),
         ...(f.bankFile ? { bankFile: path.join(f.out, 'bank.work.safetensors') } : {}),
       },
     } : {}),
@@ -97,7 +119,7 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   const metricsPath = path.join(f.out, 'metrics.jsonl');
   if (!start) await writeFile(metricsPath, '');
   const flopsPerToken = trainFlopsPerToken(model.config);
-  log(`hiermem: ${docs.length} documents from ${f.corpus ?? SAMPLE_CORPUS_PATH}`);
+  log(`hiermem: ${(prepared?.manifest.documents ?? docs.length).toLocaleString('en-US')} documents from ${f.data ?? f.corpus ?? SAMPLE_CORPUS_PATH}`);
   const origin = run.resumed ? `resumed ${run.resumed}` : f.anchor ? `from ${f.anchor}` : f.config ?? f.preset;
   const mem = run.memory;
   const describe = mem
@@ -141,6 +163,7 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     process.off('SIGINT', onSigint);
     bar?.stop();
     run.dispose(); // the host model was synced by trainLoop (or by its last checkpoint)
+    prepared?.close();
     await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
   }
   await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [

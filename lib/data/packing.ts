@@ -31,6 +31,14 @@ export interface PackOptions {
  * than a sequence continues in the next one (as a fresh document there: its context restarts).
  */
 export function packLeaf(docs: readonly Int32Array[], path: Int32Array, o: PackOptions): PackedSequence[] {
+  return Array.from(packLeafStream(docs, path, o));
+}
+
+/**
+ * packLeaf one sequence at a time, over documents that may come from disk (prepare packs leaves
+ * larger than memory this way); yields exactly what packLeaf returns, in order.
+ */
+export function* packLeafStream(docs: Iterable<Int32Array>, path: Int32Array, o: PackOptions): Generator<PackedSequence> {
   const T = o.seqLen;
   const out: PackedSequence[] = [];
   let cur: PackedSequence | null = null;
@@ -65,10 +73,11 @@ export function packLeaf(docs: readonly Int32Array[], path: Int32Array, o: PackO
         i++;
       }
       if (fill === T) flush(); // a cut document keeps its last target: the true next token
+      yield* out.splice(0);
     }
   }
   flush();
-  return out;
+  yield* out.splice(0);
 }
 
 export interface LeafCorpus {
@@ -108,12 +117,21 @@ export interface PathSamplerOptions {
 }
 
 /**
+ * Sequences by index: an array, or sequences read on demand from a prepared folder
+ * (lib/data/prepared.ts), so the sampler shuffles indices and never holds the data.
+ */
+export interface SequenceSource {
+  readonly length: number;
+  at(index: number): PackedSequence | undefined;
+}
+
+/**
  * Epochs over packed sequences, globally shuffled; each batch is sorted by path (grouped GEMMs).
  * Epoch e's order is a permutation drawn from (seed, e) alone, so the sampler's whole state is
  * (seed, epoch, position, generic-choice RNG) and a resumed run sees the same data order.
  */
 export class PathBatchSampler {
-  readonly sequences: readonly PackedSequence[];
+  readonly sequences: SequenceSource;
   private readonly seed: number;
   private rng: Rng;
   private epoch = -1;
@@ -121,7 +139,7 @@ export class PathBatchSampler {
   private pos = 0;
   private readonly genericK: number;
 
-  constructor(sequences: readonly PackedSequence[], o: PathSamplerOptions) {
+  constructor(sequences: SequenceSource, o: PathSamplerOptions) {
     if (sequences.length === 0) throw new HiermemError('E_INVALID_ARGUMENT', 'no packed sequences to sample');
     this.sequences = sequences;
     this.seed = o.seed;
@@ -145,7 +163,7 @@ export class PathBatchSampler {
 
   private startEpoch(): void {
     this.epoch++;
-    this.order = new Rng((this.seed * 0x9e3779b1 + this.epoch) >>> 0).shuffle(Array.from(this.sequences.keys()));
+    this.order = new Rng((this.seed * 0x9e3779b1 + this.epoch) >>> 0).shuffle(Array.from({ length: this.sequences.length }, (_, i) => i));
     this.pos = 0;
   }
 
@@ -156,14 +174,15 @@ export class PathBatchSampler {
 
   next(batchSize: number): PathBatch {
     const picked = Array.from({ length: batchSize }, () => this.nextIndex());
-    const levels = this.sequences[0]!.path.length;
     const rows = picked.map((i) => {
-      const s = this.sequences[i]!;
+      const s = this.sequences.at(i)!;
+      const levels = s.path.length;
       const generic = this.genericK > 0 && this.rng.uniform() < 1 / (this.genericK + 1);
       return { s, path: generic ? new Int32Array(levels).fill(GENERIC_PATH) : s.path };
     });
     rows.sort((a, b) => comparePaths(a.path, b.path));
     const T = rows[0]!.s.tokens.length;
+    const levels = rows[0]!.path.length;
     const batch: PathBatch = {
       tokens: new Int32Array(batchSize * T),
       targets: new Int32Array(batchSize * T),

@@ -13,7 +13,8 @@ import { generate } from '../model/generate.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { encodeDocuments } from '../data/stream.js';
 import { WindowSampler } from '../data/windows.js';
-import { packByLeaf, PathBatchSampler, type PackedSequence } from '../data/packing.js';
+import { packByLeaf, PathBatchSampler, type SequenceSource } from '../data/packing.js';
+import { PreparedWindowSampler, type PreparedData } from '../data/prepared.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { RetrievalTree } from '../retrieval/tree.js';
 import { MemoryBank } from '../memory/bank.js';
@@ -88,7 +89,9 @@ export interface MemoryRunOptions {
  */
 export type RunData =
   | { documents: { train: readonly string[]; val: readonly string[] } }
-  | { packed: readonly PackedSequence[]; valPacked?: readonly PackedSequence[] };
+  | { packed: SequenceSource; valPacked?: SequenceSource }
+  /** A folder `hiermem prepare` wrote, opened with this run's tokenizer (and tree): read from disk. */
+  | { prepared: PreparedData };
 
 export interface RunOptions {
   tokenizer: Tokenizer;
@@ -183,6 +186,11 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
     const valStream = encodeDocuments(o.data.documents.val, o.tokenizer);
     source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : o.seed);
     val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
+  } else if ('prepared' in o.data) {
+    // the same windows as above, drawn from the prepared token stream
+    const trainStream = o.data.prepared.tokenStream('train'), valStream = o.data.prepared.tokenStream('val');
+    source = new PreparedWindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : o.seed);
+    val = new PreparedWindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
   } else {
     source = new PathBatchSampler(o.data.packed, { seed: o.seed, ...(start?.rngState ? { state: start.rngState } : {}) });
     val = o.data.valPacked ? new PathBatchSampler(o.data.valPacked, { seed: o.seed + 1 }) : undefined;
@@ -248,7 +256,7 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
     await tree.save(path.join(o.outDir, TREE_FILE));
   }
 
-  let train: readonly PackedSequence[], valSeqs: readonly PackedSequence[] | undefined;
+  let train: SequenceSource, valSeqs: SequenceSource | undefined;
   if ('documents' in o.data) {
     const padId = o.tokenizer.padId;
     if (padId === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'packing documents per leaf needs a tokenizer with a pad token');
@@ -259,6 +267,14 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
     };
     train = await pack(o.data.documents.train);
     valSeqs = await pack(o.data.documents.val);
+  } else if ('prepared' in o.data) {
+    const m = o.data.prepared.manifest;
+    if (m.packed === null || m.tree === null) throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${o.data.prepared.dir} was prepared without a tree: prepare it with --tree for a memory run`);
+    if (m.packed.seqLen !== hm.anchor.config.seqLen || m.tree.k !== tree.k || m.tree.p !== tree.p) {
+      throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${o.data.prepared.dir} holds sequences of ${m.packed.seqLen} tokens for a tree k ${m.tree.k}, p ${m.tree.p}; this run has seqLen ${hm.anchor.config.seqLen}, k ${tree.k}, p ${tree.p}`);
+    }
+    train = o.data.prepared.sequences('train');
+    valSeqs = o.data.prepared.sequences('val');
   } else {
     train = o.data.packed;
     valSeqs = o.data.valPacked;
