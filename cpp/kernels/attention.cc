@@ -10,14 +10,7 @@
 #include "kernels/linear.h"
 #include "parallel.h"
 
-#if HM_X86
-// GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/simd_intrin.h"
 
 namespace hm {
 

@@ -1,14 +1,6 @@
 #include "gemm.h"
 
-// GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
-#include "vecmath.h"
-#if HM_X86
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/simd_intrin.h"
 
 #include <algorithm>
 #include <cstdlib>

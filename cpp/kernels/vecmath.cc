@@ -1,13 +1,6 @@
 #include "vecmath.h"
 
-// GCC 12's AVX-512 headers self-initialise "undefined" vectors (__Y = __Y) and warn about it
-#if HM_X86
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/simd_intrin.h"
 
 #include <algorithm>
 #include <cmath>
