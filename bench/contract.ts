@@ -32,6 +32,8 @@ export interface ContractRow {
   band?: boolean;
   /** Rows whose target bounds `ours` from above (prebuild-size: met means ours <= target). */
   upperBound?: boolean;
+  /** Rows whose target bounds `ours` from below, peerless and limitless (data rows: met means ours >= target). */
+  lowerBound?: boolean;
   note?: string;
 }
 

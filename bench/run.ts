@@ -3,10 +3,11 @@
  * the same run, results in bench/results/latest.json (the contract in bench/contract.ts) and a
  * Markdown table on stdout.
  *
- * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,gemm,train,infer,size]
+ * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,gemm,train,infer,size,data]
  *        [--threads N] [--no-install] [--out FILE]
  *   --quick   fewer sizes and repetitions (< 3 min); the full run takes < 15 min on 2 cores
- *   --only    sections to run (the limits always run: other rows are fractions of them)
+ *   --only    sections to run (the limits always run: other rows are fractions of them); data
+ *             (the streaming pipeline on generated corpora up to 1 GB, bench/data.ts) runs only when named
  * Limits (issue #12): the fp32 FMA peak (register-bound FMA loop on every thread: the ceiling of
  * every FLOP/s row), our GEMM at a large square product (`gemmGflops`, also under its old name
  * `sgemmGflops`) and memcpy.
@@ -20,13 +21,14 @@ import path from 'node:path';
 import { loadNative, nativeAddonPath, packageRoot } from '../lib/native.js';
 import { limitRow, type ContractRow, type Limits } from './contract.js';
 import { machine } from './machine.js';
+import { dataRows } from './data.js';
 import { fmaPeakGflops, gemmGflops, memcpyGBs } from './limits.js';
 import { benchModelShapes, gemmRows, rateAtModelShapes, type ShapeRates } from './gemm.js';
 import { ffnRows, gatherRows, scalingRows, tierRows, type MemoryBenchContext } from './memory.js';
 import { IdleWaiter } from './peer-common.js';
 import { benchConfig, gitCommit, runPeerBench, type PeerOptions, type PeerResult } from './peer-train.js';
 
-const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'gemm', 'train', 'infer', 'size'] as const;
+const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'gemm', 'train', 'infer', 'size', 'data'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -39,7 +41,8 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    quick: false, only: new Set(SECTIONS), threads: os.availableParallelism(), install: process.getuid?.() === 0,
+    // data (bench/data.ts) writes and prepares up to a 1 GB corpus: only when asked for
+    quick: false, only: new Set(SECTIONS.filter((x) => x !== 'data')), threads: os.availableParallelism(), install: process.getuid?.() === 0,
     out: path.join(packageRoot(), 'bench', 'results', 'latest.json'),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -190,6 +193,7 @@ async function main(): Promise<void> {
     const r = prebuildSizeRow();
     if (r) log([r]);
   }
+  if (o.only.has('data')) log(await dataRows({ quick: o.quick, log: (s) => process.stderr.write(`${s}\n`) }));
   native.setNumThreads(saved);
 
   const md = table(rows);

@@ -29,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterModel(env, exports);
   RegisterMemory(env, exports);
   RegisterCuda(env, exports);
+  RegisterMpi(env, exports);
   return exports;
 }
 

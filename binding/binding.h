@@ -13,6 +13,7 @@ void RegisterOptimizer(Napi::Env env, Napi::Object exports);
 void RegisterModel(Napi::Env env, Napi::Object exports);
 void RegisterMemory(Napi::Env env, Napi::Object exports);
 void RegisterCuda(Napi::Env env, Napi::Object exports);  // cuda_lib.cc: the dlopen'ed CUDA backend
+void RegisterMpi(Napi::Env env, Napi::Object exports);   // mpi.cc: the dlopen'ed MPI library (issue #14)
 
 // Runs `work` on a libuv worker thread and resolves a Promise with `result()` on the JS thread.
 // The JS objects in `keep_alive` (buffers the work reads or writes) are referenced until then.

@@ -17,7 +17,8 @@ export type HiermemErrorCode =
   | 'E_ABORTED' // an AbortSignal fired
   | 'E_BACKEND_UNAVAILABLE' // the requested compute backend (CUDA) cannot be used here; the message says why
   | 'E_CUDA' // a CUDA call failed on the device (out of memory, launch failure, ...)
-  | 'E_CACHE_FULL'; // a KV cache already holds seqLen positions (generation falls back to a sliding window)
+  | 'E_CACHE_FULL' // a KV cache already holds seqLen positions (generation falls back to a sliding window)
+  | 'E_COMM'; // a collective across processes (MPI) failed or timed out: a peer died, hangs or the network broke
 
 export class HiermemError extends Error {
   readonly code: HiermemErrorCode;

@@ -25,7 +25,7 @@ export { AdamW, type AdamWOptions } from './train/adamw.js';
 export { cosineLr } from './train/schedule.js';
 export { saveCheckpoint, loadCheckpoint, type TrainerState } from './train/checkpoint.js';
 export {
-  train, trainLoop, anchorStepper, DEFAULT_BACKEND, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper,
+  train, trainLoop, anchorStepper, DEFAULT_BACKEND, type GradientReducer, type TrainOptions, type TrainHistory, type ProgressEvent, type Stepper,
   type StepperBackendOptions,
 } from './train/trainer.js';
 export { memoryStepper, saveHierarchicalCheckpoint, loadHierarchicalCheckpoint, type MemoryTrainMode } from './train/memory-trainer.js';
@@ -38,3 +38,19 @@ export * from './retrieval/index.js';
 export { scoreProbes, readProbes, extractAnswer, type Probe, type ProbeResult } from './eval/probes.js';
 export { runDemo, DEMO_PLANS, type DemoResults } from './eval/demo.js';
 export { readSafetensors, readSafetensorsHeader, writeSafetensors } from './io/safetensors.js';
+export {
+  LocalCommunicator, launcherWorldSize, type Communicator, type CommStats, type DistMode,
+} from './dist/communicator.js';
+export { MpiCommunicator, MPI_LIB_ENV, DIST_TIMEOUT_ENV, type MpiOptions } from './dist/mpi.js';
+export { createCommunicator, gradientReducer, rankSeed, rankZeroSaves } from './dist/data-parallel.js';
+export {
+  prepareRun, resolveCheckpointPath, type RunOptions, type PreparedRun, type RunData, type AnchorStart, type MemoryRunOptions,
+} from './train/run.js';
+export { HfTokenizer, loadHfTokenizer } from './data/hf-tokenizer.js';
+export { trainByteLevelBpe, type TrainTokenizerOptions, type TrainedTokenizer } from './data/hf-tokenizer-train.js';
+export {
+  evaluatePerplexity, readPerplexityDocuments, anchorPerplexityModel, memoryPerplexityModel,
+  type PerplexityDocument, type PerplexityResult, type PerplexityOptions, type PerplexityStats,
+} from './eval/perplexity.js';
+export { prepareData, type PrepareOptions, type PrepareSummary } from './data/prepare.js';
+export { PreparedData } from './data/prepared.js';

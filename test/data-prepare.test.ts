@@ -167,3 +167,38 @@ test('corrupt or truncated shards, packed files and manifests are refused with E
   p.close();
   await assert.rejects(PreparedData.open(path.join(dir, 'corpus')), code('E_IO', /not a prepared data folder/));
 });
+
+test('bad JSONL records met by the workers: fatal with file:line, or skipped and counted (the same shards as a clean corpus)', async () => {
+  const bad = path.join(dir, 'with-bad.jsonl');
+  const lines = docs.slice(0, 20).map((text) => JSON.stringify({ text }));
+  lines.splice(5, 0, '{"text": 5}', 'oops');
+  await writeFile(bad, lines.join('\n') + '\n');
+  const clean = path.join(dir, 'clean.jsonl');
+  await writeFile(clean, docs.slice(0, 20).map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  await assert.rejects(prepareData({ corpus: bad, out: path.join(dir, 'bad-fatal'), threads: 2 }), code('E_INVALID_ARGUMENT', /with-bad\.jsonl:6: non-string field/));
+  const seen: number[] = [];
+  const s = await prepareData({ corpus: bad, out: path.join(dir, 'bad-skip'), threads: 2, skipBad: true, onBadRecord: (r) => seen.push(r.line) });
+  assert.deepEqual(seen, [6, 7]);
+  assert.equal(s.skippedRecords, 2);
+  assert.equal(s.documents, 20);
+  const c = await prepareData({ corpus: clean, out: path.join(dir, 'bad-clean'), threads: 0 });
+  const a = await PreparedData.open(path.join(dir, 'bad-skip')), b = await PreparedData.open(path.join(dir, 'bad-clean'));
+  assert.equal(c.tokens, s.tokens);
+  assert.deepEqual(a.tokenStream('train').read(0, 500), b.tokenStream('train').read(0, 500));
+  a.close(); b.close();
+});
+
+test('an interrupted prepare over JSONL chunks and text documents resumes to the same files', async () => {
+  const { readdir } = await import('node:fs/promises');
+  const a = path.join(dir, 'mixed-a'), b = path.join(dir, 'mixed-b');
+  const o = { corpus: [files.jsonl, files.text], shardTokens: 1500, threads: 2 };
+  const full = await prepareData({ ...o, out: a });
+  assert.ok(full.shards >= 6, `${full.shards} shards`);
+  await cp(a, b, { recursive: true });
+  await rm(path.join(b, 'manifest.json'));
+  const shards = (await readdir(path.join(b, 'shards'))).sort();
+  for (const s of shards.slice(Math.floor(shards.length / 2) + 1)) await rm(path.join(b, 'shards', s)); // past the JSONL file's shards
+  const again = await prepareData({ ...o, out: b });
+  assert.ok(again.resumedShards > 0);
+  for (const s of shards) assert.deepEqual(await readFile(path.join(b, 'shards', s)), await readFile(path.join(a, 'shards', s)), s);
+});

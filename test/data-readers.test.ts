@@ -89,3 +89,27 @@ test('unreadable inputs are typed errors: missing path, empty glob, corrupt gzip
   await writeFile(fake, 'not a parquet file at all');
   await assert.rejects(texts(fake), (e: unknown) => isIo(e) && (e as Error).message.includes('as Parquet'));
 });
+
+test('raw line chunks parsed off the main thread give what the streaming readers give (BOM, CRLF, bad UTF-8, bad records, tiny chunks)', async () => {
+  const { readLineChunks, parseLineChunk } = await import('../lib/data/readers/index.js');
+  const body = Buffer.concat([Buffer.from('\uFEFF{"text":"första"}\r\n\n'), Buffer.from('{"text":"a\\u00e9 日本"}\n{"text": 3}\nnot json\n{"text":"bad '),
+    Buffer.from([0xe6, 0x97, 0x0a]), Buffer.from('{"text":""}\n{"x":1,"text":"last, no newline"}')]);
+  const plain = path.join(dir, 'chunks.jsonl');
+  await writeFile(plain, body);
+  await writeFile(plain + '.gz', gzipSync(body));
+  for (const file of [plain, plain + '.gz']) {
+    for (const format of ['jsonl', 'lines'] as const) {
+      const want: { docs: [string, number][]; bad: [number, string][] } = { docs: [], bad: [] };
+      for await (const d of readCorpus(file, { format, skipBad: true, onBadRecord: (r) => want.bad.push([r.line, r.reason]) })) want.docs.push([d.text, d.line]);
+      for (const size of [1, 7, 64, 1 << 20]) {
+        const got: typeof want = { docs: [], bad: [] };
+        for await (const c of readLineChunks(file, { bytesRead: 0, documents: 0, badRecords: 0 }, size)) {
+          const p = parseLineChunk(c, format, 'text');
+          p.texts.forEach((t, i) => got.docs.push([t, p.lines[i]!]));
+          for (const b of p.bad) got.bad.push([b.line, b.reason]);
+        }
+        assert.deepEqual(got, want, `${file} ${format} chunks of ${size}`);
+      }
+    }
+  }
+});

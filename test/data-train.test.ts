@@ -54,3 +54,16 @@ test('train --data refuses a --tree other than the one the data was routed with'
   await assert.rejects(run(process.execPath, [CLI, ...TRAIN, '--data', path.join(dir, 'data-mem'), '--tree', other, '--out', path.join(dir, 'x')]),
     (e: { code?: number; stderr?: string }) => e.code === 2 && /E_CONFIG_INCOMPATIBLE: .*another tree/.test(e.stderr ?? ''));
 });
+
+test('train --corpus above the in-memory threshold prepares into a temporary folder: the same losses, the folder removed', async () => {
+  const tmp = path.join(dir, 'tmp');
+  await import('node:fs/promises').then((f) => f.mkdir(tmp));
+  for (const tree of [[], ['--tree', treeFile]]) {
+    const tag = tree.length ? 'mem' : 'anchor';
+    const a = path.join(dir, `small-${tag}`), b = path.join(dir, `auto-${tag}`);
+    await run(process.execPath, [CLI, ...TRAIN, '--corpus', corpus, '--format', 'jsonl', '--out', a, ...tree]);
+    await run(process.execPath, [CLI, ...TRAIN, '--corpus', corpus, '--out', b, ...tree], { env: { ...process.env, HIERMEM_IN_MEMORY_CORPUS_BYTES: '1', TMPDIR: tmp } });
+    assert.deepEqual(await losses(b), await losses(a));
+  }
+  assert.deepEqual(await import('node:fs/promises').then((f) => f.readdir(tmp)), []);
+});

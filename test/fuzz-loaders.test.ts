@@ -30,7 +30,13 @@ import { RetrievalTree } from '../lib/retrieval/tree.js';
 import { readJsonlDocuments, readTextDocuments } from '../lib/data/corpus.js';
 import { readProbes } from '../lib/eval/probes.js';
 import { parseModelConfigJson } from '../lib/io/model-config.js';
+import { loadHfTokenizer } from '../lib/data/hf-tokenizer.js';
+import { byteLevelFixture } from './tokenizer-fixtures.js';
 import { MODEL_PRESETS, resolveModelConfig, anchorParamCount } from '../lib/model/config.js';
+import { prepareData } from '../lib/data/prepare.js';
+import { PreparedData, PreparedWindowSampler } from '../lib/data/prepared.js';
+import { MANIFEST_FILE, PACKED_FILES, SHARD_DIR, shardFileName } from '../lib/data/prepared-format.js';
+import { cp } from 'node:fs/promises';
 
 const RUNS = Math.max(1, Number(process.env.HIERMEM_FUZZ_RUNS ?? '') || 500);
 const SEED = Number(process.env.HIERMEM_FUZZ_SEED ?? '') || 20250601;
@@ -282,6 +288,12 @@ before(async () => {
   valid.set('corpus-text', Buffer.from(docs.join('\n\n') + '\n'));
   valid.set('corpus', Buffer.from(docs.map((text) => JSON.stringify({ text })).join('\n') + '\n'));
   valid.set('probes', Buffer.from(docs.map((d, i) => JSON.stringify({ prompt: d.split(' is')[0], answer: String(i), bucket: `B${i % 2}` })).join('\n') + '\n'));
+  // a prepared folder (two shards, packed by leaf): its manifest, a shard and a packed file are mutated in place
+  const pdocs = Array.from({ length: 24 }, (_, i) => `${docs[i % docs.length]} Entry ${i} of the list.`);
+  await writeFile(path.join(dir, 'prep.jsonl'), pdocs.map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  await prepareData({ corpus: path.join(dir, 'prep.jsonl'), out: path.join(dir, 'prepared'), tree: path.join(dir, 'tree.safetensors'), seqLen: 8, threads: 0, shardTokens: 400, valFraction: 0.25 });
+  for (const [target, file] of PREPARED_TARGETS) valid.set(target, await readFile(path.join(dir, 'prepared', file)));
+  valid.set('tokenizer', Buffer.from(JSON.stringify(byteLevelFixture(), null, 1)));
   valid.set('config', Buffer.from(JSON.stringify({ dModel: 16, nLayers: 1, nHeads: 2, headDim: 8, ffnHidden: 32, seqLen: 16, normEps: 1e-5, ropeBase: 1e4, seed: 3 })));
 });
 
@@ -394,6 +406,15 @@ test('fuzz: probe files (readProbes)', { timeout: 600_000 }, async () => {
   });
 });
 
+test('fuzz: tokenizer.json (loadHfTokenizer, then encode and decode a text)', { timeout: 600_000 }, async () => {
+  await property('tokenizer', fc.oneof(textMutation(), jsonPathMutation()), async (file) => {
+    const t = await loadHfTokenizer(file);
+    const ids = t.encode('Osmium is a hard metal. 東京 😀');
+    assert.ok(ids.every((id) => id >= 0 && id < t.vocabSize));
+    t.decode(ids);
+  });
+});
+
 test('fuzz: model config JSON (--config: parse, resolve, and build the model when it is small)', { timeout: 600_000 }, async () => {
   const configValue = fc.oneof(hostile, fc.integer({ min: -5, max: 1 << 21 }), fc.double());
   const edit = fc.oneof(
@@ -413,6 +434,76 @@ test('fuzz: model config JSON (--config: parse, resolve, and build the model whe
       await model.loss({ tokens: new Int32Array(T).fill(65), targets: new Int32Array(T).fill(66), docStart: null, batchSize: 1 });
     }
   }, 2 * RUNS);
+});
+
+const PREPARED_TARGETS: readonly (readonly [string, string])[] = [
+  ['prepared-manifest', MANIFEST_FILE], ['prepared-shard', path.join(SHARD_DIR, shardFileName(1))], ['prepared-packed', PACKED_FILES.train],
+];
+
+/** Edits of one value anywhere in a JSON document (nested paths: shards[1].bytes, packed.seqLen, ...). */
+function jsonPathMutation(): fc.Arbitrary<Mutation> {
+  return fc.tuple(fc.nat(), hostile, fc.boolean()).map(([i, value, drop]): Mutation => ({
+    label: drop ? 'json-drop' : 'json-edit', apply: (b) => {
+      const root = JSON.parse(Buffer.from(b).toString('utf8')) as unknown;
+      const slots: [Record<string, unknown>, string][] = [];
+      const walk = (o: unknown) => {
+        if (typeof o !== 'object' || o === null) return;
+        for (const [k, v] of Object.entries(o)) { slots.push([o as Record<string, unknown>, k]); walk(v); }
+      };
+      walk(root);
+      const [o, k] = slots[i % slots.length]!;
+      if (drop) delete o[k];
+      else o[k] = value;
+      return Buffer.from(JSON.stringify(root));
+    },
+  }));
+}
+
+/** A shard's JSON header edited (its length field rewritten, so the rest of the file shifts). */
+function shardHeaderMutation(): fc.Arbitrary<Mutation> {
+  return jsonPathMutation().map((m): Mutation => ({
+    label: `shard-header ${m.label}`, apply: (b) => {
+      const buf = Buffer.from(b);
+      const len = buf.readUInt32LE(8);
+      const json = Buffer.from(m.apply(buf.subarray(12, 12 + len)));
+      const head = Buffer.alloc(12);
+      buf.copy(head, 0, 0, 8);
+      head.writeUInt32LE(json.length, 8);
+      return Buffer.concat([head, json, buf.subarray(12 + len)]);
+    },
+  }));
+}
+
+test('fuzz: prepared folders (PreparedData.open, then read token streams, windows and packed sequences)', { timeout: 600_000 }, async () => {
+  const binary = fc.oneof(textMutation(), fc.nat().map((n): Mutation => ({ label: 'append', apply: (b) => Buffer.concat([b, Buffer.alloc(1 + (n % 64), n & 0xff)]) })));
+  const mutations: Record<string, fc.Arbitrary<Mutation>> = {
+    'prepared-manifest': fc.oneof(textMutation(), jsonPathMutation(), jsonPathMutation()),
+    'prepared-shard': fc.oneof(binary, shardHeaderMutation()),
+    'prepared-packed': binary,
+  };
+  for (const [target, file] of PREPARED_TARGETS) {
+    const folder = path.join(dir, `prepared-${target}`);
+    await cp(path.join(dir, 'prepared'), folder, { recursive: true });
+    await fc.assert(fc.asyncProperty(mutations[target]!, fc.boolean(), async (m, verify) => {
+      await writeFile(path.join(folder, file), m.apply(valid.get(target)!));
+      await outcome(target, async () => {
+        const d = await PreparedData.open(folder, { tokenizer: tok, verify });
+        try {
+          for (const split of ['train', 'val'] as const) {
+            const s = d.tokenStream(split);
+            if (s.length > 0) s.read(0, Math.min(s.length, 64));
+            if (s.length > 9) new PreparedWindowSampler(s, 8, 1).next(2);
+            if (d.manifest.packed) {
+              const q = d.sequences(split);
+              for (let i = 0; i < Math.min(q.length, 4); i++) q.at(i);
+            }
+          }
+        } finally {
+          d.close();
+        }
+      });
+    }), { seed: SEED, numRuns: RUNS, includeErrorInReport: true });
+  }
 });
 
 test('a model config too large for this machine is refused before allocation, with the numbers', () => {

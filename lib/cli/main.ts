@@ -15,25 +15,17 @@ import { loadCheckpoint } from '../train/checkpoint.js';
 import { loadHierarchicalCheckpoint } from '../train/memory-trainer.js';
 import { TREE_FILE, resolveCheckpointPath } from '../train/run.js';
 import { RetrievalTree } from '../retrieval/tree.js';
-import { readProbes, scoreProbes } from '../eval/probes.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { runDemo } from '../eval/demo.js';
 import { reportHtml, resultsTable } from '../eval/report.js';
-import { cmdTrain, loadDocs, type TrainFlags } from './train.js';
+import { cmdTrain, type TrainFlags } from './train.js';
 import { registerPrepareCommand } from './prepare.js';
+import { registerEvalCommand, checkGivenTokenizer } from './eval.js';
+import { registerTokenizerCommand } from './tokenizer.js';
+import { registerClusterCommand } from './cluster.js';
+import { int, num } from './args.js';
 
-function int(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new HiermemError('E_INVALID_ARGUMENT', `expected an integer, got "${v}"`);
-  return n;
-}
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new HiermemError('E_INVALID_ARGUMENT', `expected a number, got "${v}"`);
-  return n;
-}
-
-async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
+async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; tokenizer?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
   const given = f.ckpt ?? f.checkpoint;
   const prompt = promptArg ?? f.prompt;
   if (!given) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs --ckpt <checkpoint file or train --out folder>');
@@ -44,6 +36,7 @@ async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; ch
   if (header.metadata.memory_bank !== undefined) {
     // a memory checkpoint: route the prompt through the tree saved beside it, fetch that path once
     const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
+    await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
     const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
     const route = await tree.assignText(prompt);
     const out = generate(ck.hm.logitsForPath(route), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
@@ -52,6 +45,7 @@ async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; ch
     return;
   }
   const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
+  await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
   const out = generate(ck.model, ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
   process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
 }
@@ -161,45 +155,6 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
   }
 }
 
-async function cmdCluster(f: { corpus: string; format: string; field: string; k: number; levels: number; seed: number; out: string; json: boolean }) {
-  const format = f.format === 'text' && f.corpus.endsWith('.jsonl') ? 'jsonl' : f.format;
-  const docs = await loadDocs(f.corpus, format, f.field);
-  const t0 = performance.now();
-  const { tree, paths } = await RetrievalTree.fitTexts(docs, { k: f.k, p: f.levels, seed: f.seed });
-  await tree.save(f.out);
-  const leaves = new Set<number>();
-  for (let i = 0; i < docs.length; i++) leaves.add(paths[i * f.levels + f.levels - 1]!);
-  const summary = { documents: docs.length, k: f.k, levels: f.levels, leavesUsed: leaves.size, leaves: tree.leafCount, seconds: (performance.now() - t0) / 1000, out: f.out };
-  if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
-  else process.stderr.write(`hiermem: clustered ${docs.length} documents into ${leaves.size} of ${tree.leafCount} leaves (k ${f.k}, ${f.levels} levels); wrote ${f.out}\n`);
-}
-
-async function cmdEval(f: { ckpt: string; probes: string; json: boolean; progress: boolean }) {
-  const probes = await readProbes(f.probes);
-  const bar = f.progress ? new cliProgress.SingleBar({ format: 'eval  {bar} {value}/{total} probes | ETA {eta_formatted}', noTTYOutput: true,
-    notTTYSchedule: 10000, stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
-  bar?.start(probes.length, 0);
-  const tick = (n: number) => bar?.update(n);
-  const file = await resolveCheckpointPath(f.ckpt);
-  const header = await readSafetensorsHeader(file);
-  let result;
-  if (header.metadata.memory_bank !== undefined) {
-    const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
-    const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
-    const paths = await tree.assignTexts(probes.map((p) => p.prompt));
-    result = scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)), 12, tick);
-  } else {
-    const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
-    result = scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx), 12, tick);
-  }
-  bar?.stop();
-  if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
-  else {
-    process.stdout.write(`accuracy ${(100 * result.overall).toFixed(1)}% over ${result.n} probes\n`);
-    for (const b of result.buckets) process.stdout.write(`  ${b.name}: ${(100 * b.accuracy).toFixed(1)}% (${b.n})\n`);
-  }
-}
-
 const program = new Command();
 // Usage errors from the argument parser get the same typed form as every other failure (set before
 // the subcommands are added, so they inherit it).
@@ -220,6 +175,7 @@ program.command('demo')
 program.command('train')
   .description('train the anchor model on a corpus (default: the embedded sample corpus)')
   .option('--corpus <file>', 'text or JSONL corpus (default: embedded data/sample/elements.txt)')
+  .option('--tokenizer <file>', 'a Hugging Face tokenizer.json (e.g. from `hiermem tokenizer train`); default: bytes, or the --resume/--anchor checkpoint\'s')
   .option('--data <dir>', 'a folder written by `hiermem prepare` (read from disk; with a tree there, a memory run)')
   .addOption(new Option('--format <format>', 'corpus format').choices(['text', 'lines', 'jsonl']).default('text'))
   .option('--field <name>', 'JSONL field holding the text', 'text')
@@ -249,27 +205,9 @@ program.command('train')
   .option('--stop-after <n>', 'stop after step n with a checkpoint (the schedule still spans --steps); resume later with --resume', int)
   .addOption(new Option('--backend <backend>', 'cpu; cuda (experimental: fails with E_BACKEND_UNAVAILABLE without a usable GPU); auto (CUDA where a GPU answers, HIERMEM_BACKEND overrides)')
     .choices(['cpu', 'cuda', 'auto']).default('cpu'))
+  .addOption(new Option('--dist <mode>', 'mpi: data-parallel across the processes mpirun started (README "Scaling out"); none: one process').choices(['none', 'mpi']))
+  .option('--shard-level <s>', 'with --dist mpi and memories: bank levels >= s sharded by subtree (not built yet)', int)
   .action((opts: TrainFlags) => cmdTrain(opts));
-
-program.command('cluster')
-  .description('fit the retrieval tree (hierarchical k-means over document embeddings)')
-  .requiredOption('--corpus <file>', 'text or JSONL corpus')
-  .addOption(new Option('--format <format>', 'corpus format').choices(['text', 'lines', 'jsonl']).default('text'))
-  .option('--field <name>', 'JSONL field holding the text', 'text')
-  .option('--k <n>', 'branching factor', int, 8)
-  .option('--levels <p>', 'tree depth', int, 2)
-  .option('--seed <n>', 'seed', int, 1)
-  .requiredOption('--out <file>', 'output tree (.safetensors)')
-  .option('--json', 'print a summary as JSON', false)
-  .action(cmdCluster);
-
-program.command('eval')
-  .description('fact-probe accuracy of a checkpoint, overall and per bucket')
-  .requiredOption('--ckpt <file>', 'checkpoint written by train, or its --out folder (a memory checkpoint routes each prompt through its tree)')
-  .requiredOption('--probes <file>', 'JSONL: {"prompt", "answer", "bucket"?} per line')
-  .option('--json', 'print {"overall", "n", "buckets"} on stdout', false)
-  .option('--no-progress', 'no progress bar')
-  .action(cmdEval);
 
 program.command('generate')
   .description('continue a prompt with a trained checkpoint')
@@ -277,6 +215,7 @@ program.command('generate')
   .option('--ckpt <file>', 'checkpoint .safetensors written by train, or its --out folder')
   .option('--checkpoint <file>', 'same as --ckpt')
   .option('--prompt <text>', 'prompt text (instead of the argument)')
+  .option('--tokenizer <file>', 'tokenizer.json you mean to use: checked against the checkpoint\'s (E_CONFIG_INCOMPATIBLE if another)')
   .option('--max-tokens <n>', 'tokens to generate', int, 80)
   .option('--temperature <x>', '0 = greedy', num, 0.8)
   .option('--top-k <n>', 'sample among the k most likely tokens (0 = all)', int, 40)
@@ -290,6 +229,9 @@ program.command('info')
   .action(cmdInfo);
 
 registerPrepareCommand(program);
+registerEvalCommand(program);
+registerTokenizerCommand(program);
+registerClusterCommand(program);
 
 /**
  * An option that takes a value must not swallow the next flag: `--out --steps 5` would write to a

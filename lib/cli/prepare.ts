@@ -5,61 +5,45 @@
  */
 import { Command, Option } from 'commander';
 import { availableParallelism } from 'node:os';
-import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { MODEL_PRESETS } from '../model/config.js';
 import { prepareData, type PrepareProgress } from '../data/prepare.js';
+import { loadHfTokenizer } from '../data/hf-tokenizer.js';
 import type { CorpusFormat } from '../data/readers/index.js';
+import { int, PhaseBars, skippedRecordLine } from './args.js';
 
 interface PrepareFlags {
-  corpus: string[]; format: CorpusFormat; field: string; tree?: string; seqLen: number; out: string; threads: number;
-  shardTokens: number; valFraction: number; skipBad: boolean; progress: boolean; json: boolean;
-}
-
-function int(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new HiermemError('E_INVALID_ARGUMENT', `expected an integer, got "${v}"`);
-  return n;
+  corpus: string[]; format: CorpusFormat; field: string; textColumn?: string; tree?: string; seqLen: number; out: string; threads: number;
+  shardTokens: number; valFraction: number; skipBad: boolean; progress: boolean; json: boolean; tokenizer?: string;
 }
 
 async function cmdPrepare(f: PrepareFlags): Promise<void> {
   if (f.corpus.length === 0) throw new HiermemError('E_INVALID_ARGUMENT', 'prepare needs --corpus <file, folder or glob>');
   const valFraction = Number(f.valFraction);
-  let bar: cliProgress.SingleBar | null = null;
-  let phase: PrepareProgress['phase'] | null = null;
-  const t0 = performance.now();
-  let tPhase = t0;
+  const bars = new PhaseBars<PrepareProgress['phase']>(f.progress);
   const onProgress = (e: PrepareProgress) => {
-    if (!f.progress) return;
-    if (e.phase !== phase) {
-      bar?.stop();
-      phase = e.phase;
-      tPhase = performance.now();
-      bar = new cliProgress.SingleBar({
-        format: e.phase === 'tokenize'
-          ? 'tokenize {bar} {percentage}% | {mbps} MB/s | {dps} docs/s | {docs} docs | ETA {eta_formatted}'
-          : 'pack     {bar} {value}/{total} docs | {dps} docs/s | ETA {eta_formatted}',
-        noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr, hideCursor: true,
-      }, cliProgress.Presets.shades_classic);
-      bar.start(e.phase === 'tokenize' ? Math.max(1, e.totalBytes) : e.totalDocuments ?? 0, 0, { mbps: '-', dps: '-', docs: 0 });
-    }
-    const s = Math.max(1e-3, (performance.now() - tPhase) / 1000);
+    bars.enter(e.phase, e.phase === 'tokenize'
+      ? 'tokenize {bar} {percentage}% | {mbps} MB/s | {dps} docs/s | {docs} docs | ETA {eta_formatted}'
+      : 'pack     {bar} {value}/{total} docs | {dps} docs/s | ETA {eta_formatted}',
+    e.phase === 'tokenize' ? Math.max(1, e.totalBytes) : e.totalDocuments ?? 0, { mbps: '-', dps: '-', docs: 0 });
+    const s = bars.seconds();
     if (e.phase === 'tokenize') {
-      bar!.update(Math.min(e.bytesRead, e.totalBytes), { mbps: (e.bytesRead / 1e6 / s).toFixed(1), dps: Math.round(e.documents / s).toLocaleString('en-US'), docs: e.documents.toLocaleString('en-US') });
+      bars.update(Math.min(e.bytesRead, e.totalBytes), { mbps: (e.bytesRead / 1e6 / s).toFixed(1), dps: Math.round(e.documents / s).toLocaleString('en-US'), docs: e.documents.toLocaleString('en-US') });
     } else {
-      bar!.update(e.documents, { dps: Math.round(e.documents / s).toLocaleString('en-US') });
+      bars.update(e.documents, { dps: Math.round(e.documents / s).toLocaleString('en-US') });
     }
   };
   let s;
   try {
     s = await prepareData({
-      corpus: f.corpus, out: f.out, format: f.format, field: f.field, skipBad: f.skipBad, threads: f.threads, shardTokens: f.shardTokens, valFraction,
+      corpus: f.corpus, out: f.out, format: f.format, field: f.textColumn ?? f.field, skipBad: f.skipBad, threads: f.threads, shardTokens: f.shardTokens, valFraction,
       ...(f.tree !== undefined ? { tree: f.tree, seqLen: f.seqLen } : {}),
-      onBadRecord: (r) => { if (f.skipBad && !f.json) process.stderr.write(`hiermem: skipped ${r.source}:${r.unit === 'row' ? ' row ' : ''}${r.line}: ${r.reason}\n`); },
+      ...(f.tokenizer !== undefined ? { tokenizer: await loadHfTokenizer(f.tokenizer) } : {}),
+      onBadRecord: (r) => { if (f.skipBad && !f.json) process.stderr.write(skippedRecordLine(r)); },
       onProgress,
     });
   } finally {
-    (bar as cliProgress.SingleBar | null)?.stop();
+    bars.stop();
   }
   if (f.json) {
     process.stdout.write(JSON.stringify(s) + '\n');
@@ -85,7 +69,9 @@ export function registerPrepareCommand(program: Command): void {
     .option('--corpus <path>', 'a file, folder or quoted glob ("shards/*.jsonl.gz"); repeat for more', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--format <format>', 'corpus format (auto: by extension; .gz is decompressed)').choices(['auto', 'text', 'lines', 'jsonl', 'parquet']).default('auto'))
     .option('--field <name>', 'JSONL field / Parquet column holding the text', 'text')
+    .option('--text-column <name>', 'same as --field (the Parquet text column)')
     .option('--tree <file>', 'a retrieval tree from `hiermem cluster`: route every document and pack sequences per leaf')
+    .option('--tokenizer <file>', 'a Hugging Face tokenizer.json (default: bytes); train --data then uses it')
     .option('--seq-len <n>', 'length of packed sequences (the model\'s seqLen)', int, MODEL_PRESETS.small!.seqLen)
     .requiredOption('--out <dir>', 'output folder (a rerun resumes an interrupted prepare)')
     .option('--threads <n>', 'tokenising worker threads', int, Math.min(2, availableParallelism()))

@@ -9,15 +9,21 @@ import { HiermemError } from '../errors.js';
 import { loadNative } from '../native.js';
 import { resolveBackend, type Backend } from '../backend.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
-import { ByteTokenizer } from '../data/tokenizer.js';
+import { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from '../data/tokenizer.js';
+import { loadHfTokenizer } from '../data/hf-tokenizer.js';
+import { readCheckpointTokenizer } from '../train/checkpoint.js';
 import { loadSampleCorpus, readJsonlDocuments, readTextDocuments, SAMPLE_CORPUS_PATH } from '../data/corpus.js';
 import { splitDocuments } from '../data/stream.js';
 import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
 import type { MemoryTrainMode } from '../train/memory-trainer.js';
-import { CHECKPOINT_FILE, prepareRun } from '../train/run.js';
+import { CHECKPOINT_FILE, prepareRun, resolveCheckpointPath } from '../train/run.js';
 import { lineChartSvg } from '../eval/svg.js';
 import { PreparedData } from '../data/prepared.js';
+import { IN_MEMORY_CORPUS_BYTES, corpusBytes, prepareTemporary } from '../data/auto-prepare.js';
+import type { CorpusFormat } from '../data/readers/index.js';
 import { readModelConfigFile } from '../io/model-config.js';
+import { launcherWorldSize, type Communicator, type DistMode } from '../dist/communicator.js';
+import { createCommunicator } from '../dist/data-parallel.js';
 
 export async function loadDocs(corpus: string | undefined, format: string, field: string): Promise<string[]> {
   if (!corpus) return loadSampleCorpus();
@@ -35,6 +41,48 @@ export interface TrainFlags {
   anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
   /** A folder written by `hiermem prepare` (instead of --corpus). */
   data?: string;
+  /** A Hugging Face tokenizer.json (default: the checkpoint's a run resumes or starts from, else bytes). */
+  tokenizer?: string;
+  /** 'mpi': data-parallel across the processes of an MPI job (absent: one process). */
+  dist?: DistMode;
+  /** Bank levels >= this are sharded by subtree under --dist mpi (memory runs; not built yet). */
+  shardLevel?: number;
+}
+
+/**
+ * The run's communicator: MPI with --dist mpi (first, so that a machine without MPI fails before
+ * any work); otherwise none, with a warning when an MPI launcher started this process.
+ */
+function distOf(f: TrainFlags): Communicator | undefined {
+  if (f.shardLevel !== undefined) {
+    if (!Number.isInteger(f.shardLevel) || f.shardLevel < 1) throw new HiermemError('E_INVALID_ARGUMENT', `--shard-level must be an integer >= 1, got ${f.shardLevel}`);
+    if (f.dist !== 'mpi') throw new HiermemError('E_INVALID_ARGUMENT', '--shard-level applies to memory runs under --dist mpi');
+  }
+  if (f.dist === 'mpi') return createCommunicator('mpi');
+  const launched = launcherWorldSize();
+  if (f.dist === undefined && launched !== null && launched > 1) {
+    process.stderr.write(`hiermem: warning: an MPI launcher started ${launched} processes but --dist is not set: each trains alone (pass --dist mpi)\n`);
+  }
+  return undefined;
+}
+
+/**
+ * --tokenizer FILE; else the tokenizer of the checkpoint the run resumes or takes its anchor from;
+ * else the one --data was prepared with; else bytes. (A mismatch between them is refused later.)
+ */
+async function tokenizerFor(f: TrainFlags): Promise<Tokenizer> {
+  if (f.tokenizer !== undefined) return loadHfTokenizer(f.tokenizer);
+  const from = f.resume === true ? path.join(f.out, CHECKPOINT_FILE) : f.resume ?? f.anchor;
+  if (from !== undefined) return readCheckpointTokenizer(await resolveCheckpointPath(from));
+  if (f.data !== undefined) {
+    const d = await PreparedData.open(f.data);
+    try {
+      return tokenizerFromJSON(d.manifest.tokenizer.json);
+    } finally {
+      d.close();
+    }
+  }
+  return new ByteTokenizer();
 }
 
 /** The model config: a preset, overridden field by field by a JSON file (--config). */
@@ -63,7 +111,7 @@ async function prepareCorpus(f: TrainFlags) {
  * With --data no document is held: the first held-out (else training) document, decoded from the
  * prepared stream, only to prompt the summary's sample.
  */
-function preparedPrompts(d: PreparedData, tokenizer: ByteTokenizer): { docs: string[]; train: string[]; val: string[] } {
+function preparedPrompts(d: PreparedData, tokenizer: Tokenizer): { docs: string[]; train: string[]; val: string[] } {
   const first = (split: 'train' | 'val') => {
     const s = d.tokenStream(split);
     const ids = s.read(0, Math.min(s.length, 256));
@@ -89,17 +137,27 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   if (f.threads) loadNative().setNumThreads(f.threads);
   // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
   const backend = resolveBackend(f.backend);
-  const tokenizer = new ByteTokenizer();
+  const comm = distOf(f);
+  const ranks = comm?.size ?? 1;
+  const lead = (comm?.rank ?? 0) === 0; // only rank 0 prints and writes; the others stay quiet
+  const tokenizer = await tokenizerFor(f);
   if (f.data !== undefined && f.corpus !== undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'give --corpus or --data, not both');
   // --data: tokens and packed sequences are read from disk; the run's tokenizer and tree must be the data's
-  const prepared = f.data !== undefined ? await PreparedData.open(f.data, { tokenizer, ...(f.tree !== undefined ? { tree: f.tree } : {}) }) : null;
+  // --corpus of IN_MEMORY_CORPUS_BYTES or more: prepared into a temporary folder, then read like --data (lib/data/auto-prepare.ts)
+  const temp = f.data === undefined && f.corpus !== undefined && ranks === 1 && f.resume === undefined && !f.anchor
+    && (await corpusBytes(f.corpus)) >= IN_MEMORY_CORPUS_BYTES
+    ? await prepareTemporary({ corpus: f.corpus, format: f.format === 'text' && f.corpus.endsWith('.jsonl') ? 'jsonl' : f.format as CorpusFormat, field: f.field,
+      tokenizer, ...(f.tree !== undefined ? { tree: f.tree } : {}), seqLen: (await modelConfigOf(f, tokenizer.vocabSize)).seqLen ?? 0 })
+    : null;
+  const dataDir = f.data ?? temp?.dir;
+  const prepared = dataDir !== undefined ? await PreparedData.open(dataDir, { tokenizer, ...(f.tree !== undefined ? { tree: f.tree } : {}) }) : null;
   const treeFile = f.tree ?? prepared?.treeFile ?? undefined;
   const { docs, train: trainDocs, val: valDocs } = prepared ? preparedPrompts(prepared, tokenizer) : await prepareCorpus(f);
   const ckPath = path.join(f.out, CHECKPOINT_FILE);
   // bare --resume: the checkpoint this run's --out folder holds
   const resume = f.resume === true ? ckPath : f.resume;
   const modelConfig = resume === undefined && !f.anchor ? await modelConfigOf(f, tokenizer.vocabSize) : undefined;
-  const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
+  const log = (s: string) => { if (!f.json && lead) process.stderr.write(s + '\n'); };
 
   const run = await prepareRun({
     tokenizer, batchSize: f.batchSize, seed: f.seed, weightDecay: f.weightDecay, backend, outDir: f.out,
@@ -112,12 +170,13 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
       },
     } : {}),
     memoryTraining: { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay },
+    ...(comm ? { communicator: comm } : {}),
   });
-  await mkdir(f.out, { recursive: true });
+  if (lead) await mkdir(f.out, { recursive: true });
   const { model, start } = run;
   const memoryRun = run.memory !== undefined;
   const metricsPath = path.join(f.out, 'metrics.jsonl');
-  if (!start) await writeFile(metricsPath, '');
+  if (!start && lead) await writeFile(metricsPath, '');
   const flopsPerToken = trainFlopsPerToken(model.config);
   log(`hiermem: ${(prepared?.manifest.documents ?? docs.length).toLocaleString('en-US')} documents from ${f.data ?? f.corpus ?? SAMPLE_CORPUS_PATH}`);
   const origin = run.resumed ? `resumed ${run.resumed}` : f.anchor ? `from ${f.anchor}` : f.config ?? f.preset;
@@ -126,8 +185,9 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     ? `anchor ${model.paramCount.toLocaleString('en-US')} params (${origin}) + memories (${f.memoryMode}; tree k ${mem.tree.k}, p ${mem.tree.p}; fetched ${mem.sizes.fetchedParams.toLocaleString('en-US')}, bank ${mem.sizes.bankParams.toLocaleString('en-US')})`
     : `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${origin})`;
   log(`hiermem: ${describe}, ${backend === 'cuda' ? 'CUDA backend' : `${loadNative().getNumThreads()} threads`}, writing ${f.out}`);
+  if (comm) log(`hiermem: data-parallel over ${ranks} MPI ranks: global batch ${ranks * f.batchSize} (${f.batchSize} per rank)`);
 
-  const bar = f.progress
+  const bar = f.progress && lead
     ? new cliProgress.SingleBar({
         format: 'train {bar} {value}/{total} | loss {loss} | val {val} | {tps} tok/s | {gflops} GFLOP/s | ETA {eta_formatted}',
         noTTYOutput: true, notTTYSchedule: 5000, stream: process.stderr, hideCursor: true,
@@ -140,10 +200,11 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   const onProgress = (e: ProgressEvent) => {
     if (f.stopAfter !== undefined && e.step >= f.stopAfter) controller.abort();
     if (e.valLoss !== undefined) lastVal = e.valLoss.toFixed(3);
-    lines.push(JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, valLoss: e.valLoss, tokensSeen: e.tokensSeen, tokensPerSec: e.tokensPerSec }));
+    // every rank trains on its own tokens: the job's counts are ranks x this rank's
+    lines.push(JSON.stringify({ step: e.step, loss: e.loss, lr: e.lr, gradNorm: e.gradNorm, valLoss: e.valLoss, tokensSeen: e.tokensSeen * ranks, tokensPerSec: e.tokensPerSec * ranks }));
     bar?.update(e.step, {
-      loss: e.loss.toFixed(3), val: lastVal, tps: Math.round(e.tokensPerSec).toLocaleString('en-US'),
-      gflops: ((e.tokensPerSec * flopsPerToken) / 1e9).toFixed(1),
+      loss: e.loss.toFixed(3), val: lastVal, tps: Math.round(e.tokensPerSec * ranks).toLocaleString('en-US'),
+      gflops: ((e.tokensPerSec * ranks * flopsPerToken) / 1e9).toFixed(1),
     });
   };
   const onSigint = () => controller.abort();
@@ -164,8 +225,10 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     bar?.stop();
     run.dispose(); // the host model was synced by trainLoop (or by its last checkpoint)
     prepared?.close();
-    await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
+    temp?.dispose();
+    if (lead) await appendFile(metricsPath, lines.join('\n') + (lines.length ? '\n' : ''));
   }
+  if (!lead) return; // MPI is finalised when the process exits
   await writeFile(path.join(f.out, 'loss.svg'), lineChartSvg('hiermem training', 'step', 'loss (nats/token)', [
     { name: 'train', x: hist.steps, y: hist.losses },
     { name: 'validation', x: hist.valSteps, y: hist.valLosses },
@@ -175,18 +238,19 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   const sample = prompt ? prompt + (await run.continuation(prompt, 80)) : '';
   const summary = {
     steps: f.steps,
-    tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * model.config.seqLen : 0,
+    tokens: hist.steps.length ? (hist.steps[hist.steps.length - 1]! - (start?.step ?? 0)) * f.batchSize * ranks * model.config.seqLen : 0,
     seconds: hist.elapsedSec,
     finalLoss: hist.losses.length ? hist.losses[hist.losses.length - 1] : null,
     valLoss: hist.valLosses.length ? hist.valLosses[hist.valLosses.length - 1] : null,
-    tokensPerSec: hist.tokensPerSec,
-    gflopsPerSec: (hist.tokensPerSec * flopsPerToken) / 1e9,
+    tokensPerSec: hist.tokensPerSec * ranks,
+    gflopsPerSec: (hist.tokensPerSec * ranks * flopsPerToken) / 1e9,
     elapsedSec: hist.elapsedSec,
     skippedSteps: hist.skippedSteps,
     paramCount: model.paramCount,
     memory: memoryRun,
     threads: loadNative().getNumThreads(),
     backend,
+    ...(comm ? { dist: { mode: 'mpi', ranks, batchPerRank: f.batchSize, globalBatch: ranks * f.batchSize } } : {}),
     config: model.config,
     checkpoint: ckPath,
     ...(sample ? { sample } : {}),
@@ -194,7 +258,7 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   await writeFile(path.join(f.out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
   else {
-    log(`hiermem: done: train loss ${summary.finalLoss?.toFixed(3)}, val loss ${summary.valLoss?.toFixed(3)}, ${Math.round(hist.tokensPerSec)} tok/s`);
+    log(`hiermem: done: train loss ${summary.finalLoss?.toFixed(3)}, val loss ${summary.valLoss?.toFixed(3)}, ${Math.round(summary.tokensPerSec)} tok/s`);
     if (sample) log(`hiermem: sample (greedy): ${summary.sample!.replace(/\n/g, ' ')}`);
     log(`hiermem: wrote ${ckPath}, ${path.join(f.out, 'loss.svg')}, ${metricsPath}, summary.json`);
   }

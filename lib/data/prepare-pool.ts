@@ -3,31 +3,50 @@
  * order (so shards do not depend on the thread count). threads = 0 works in this thread, with any
  * tokenizer; workers rebuild theirs from its JSON (tokenizerFromJSON).
  */
-import { Worker } from 'node:worker_threads';
-import { HiermemError, type HiermemErrorCode } from '../errors.js';
+import { HiermemError } from '../errors.js';
+import { WorkerPool, type PoolReply } from '../util/worker-pool.js';
 import type { RetrievalTree } from '../retrieval/tree.js';
-import type { Tokenizer, TokenizerJSON } from './tokenizer.js';
+import { ByteTokenizer, type Tokenizer, type TokenizerJSON } from './tokenizer.js';
 import type { TokenDtype } from './prepared-format.js';
+import { parseLineChunk, type LineChunk, type ParsedChunk } from './readers/chunks.js';
 
 export interface WorkerInit {
   tokenizer: TokenizerJSON;
   dtype: TokenDtype;
   treeFile: string | null;
 }
-export interface WorkerRequest {
-  id: number;
-  texts: string[];
-}
+/** Texts to encode, or a chunk of raw JSONL / 'lines' bytes to parse and encode (readers/chunks.ts). */
+export type WorkerRequest = { id: number; texts: string[] } | { id: number; chunk: LineChunk; format: 'jsonl' | 'lines'; field: string };
 export interface EncodedBatch {
   /** Every document's tokens, concatenated, in the shards' dtype (copied into a shard as is). */
   tokens: Uint16Array | Uint32Array;
   lengths: Int32Array;
   /** (docs, p) paths, with a tree. */
   paths: Int32Array | null;
+  /** For a chunk: each document's line, and the bad records met, in order. */
+  lines?: Float64Array;
+  bad?: ParsedChunk['bad'];
 }
-export type WorkerReply = ({ id: number } & EncodedBatch) | { id: number; error: { code: HiermemErrorCode; message: string } };
+export type WorkerReply = PoolReply<EncodedBatch>;
+
+const utf8 = new TextEncoder();
 
 export async function encodeBatch(texts: readonly string[], tokenizer: Tokenizer, tree: RetrievalTree | null, dtype: TokenDtype): Promise<EncodedBatch> {
+  if (tokenizer instanceof ByteTokenizer) {
+    // The byte tokenizer's ids are the UTF-8 bytes (what its encode returns): encode every text
+    // into one buffer and widen it once, instead of an array per text and a checked copy.
+    const buf = new Uint8Array(texts.reduce((n, t) => n + 3 * t.length, 0));
+    const lengths = new Int32Array(texts.length);
+    let o = 0;
+    for (let i = 0; i < texts.length; i++) {
+      const w = utf8.encodeInto(texts[i]!, buf.subarray(o)).written;
+      lengths[i] = w;
+      o += w;
+    }
+    const tokens = dtype === 'uint16' ? new Uint16Array(o) : new Uint32Array(o);
+    tokens.set(buf.subarray(0, o));
+    return { tokens, lengths, paths: tree ? await tree.assignTexts(texts) : null };
+  }
   const parts = texts.map((t) => tokenizer.encode(t));
   const lengths = Int32Array.from(parts, (p) => p.length);
   const total = lengths.reduce((n, l) => n + l, 0);
@@ -44,65 +63,43 @@ export async function encodeBatch(texts: readonly string[], tokenizer: Tokenizer
   return { tokens, lengths, paths: tree ? await tree.assignTexts(texts) : null };
 }
 
+/** What a worker does with one request (also run on this thread when threads = 0). */
+export async function handleRequest(req: WorkerRequest, tokenizer: Tokenizer, tree: RetrievalTree | null, dtype: TokenDtype): Promise<EncodedBatch> {
+  if ('texts' in req) return encodeBatch(req.texts, tokenizer, tree, dtype);
+  const parsed = parseLineChunk(req.chunk, req.format, req.field);
+  return { ...(await encodeBatch(parsed.texts, tokenizer, tree, dtype)), lines: Float64Array.from(parsed.lines), bad: parsed.bad };
+}
+
 export class TokenizePool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
-  private readonly waiting: { req: WorkerRequest; resolve: (r: EncodedBatch) => void; reject: (e: unknown) => void }[] = [];
-  private readonly pending = new Map<number, { resolve: (r: EncodedBatch) => void; reject: (e: unknown) => void }>();
-  private nextId = 0;
-  private failed: unknown = null;
+  private readonly pool: WorkerPool<WorkerRequest, EncodedBatch, EncodedBatch>;
 
   constructor(
     threads: number, private readonly tokenizer: Tokenizer, private readonly tree: { file: string; loaded: RetrievalTree } | null, private readonly dtype: TokenDtype,
   ) {
     const init: WorkerInit = { tokenizer: tokenizer.toJSON(), dtype, treeFile: tree?.file ?? null };
-    for (let i = 0; i < threads; i++) {
-      const w = new Worker(new URL('./prepare-worker.js', import.meta.url), { workerData: init });
-      w.on('message', (m: WorkerReply) => this.onReply(w, m));
-      w.on('error', (e) => this.fail(new HiermemError('E_IO', `prepare worker failed: ${e.message}`, { cause: e })));
-      this.workers.push(w);
-      this.idle.push(w);
-    }
+    this.pool = new WorkerPool({
+      script: new URL('./prepare-worker.js', import.meta.url), workerData: init, threads, what: 'prepare worker',
+      result: (m) => ({ tokens: m.tokens, lengths: m.lengths, paths: m.paths, ...(m.lines ? { lines: m.lines, bad: m.bad ?? [] } : {}) }),
+      transfer: (req) => ('chunk' in req ? [req.chunk.bytes.buffer as ArrayBuffer] : []),
+    });
   }
 
   /** Encodes a batch; the promise settles when its result is back (any order; callers keep theirs). */
   encode(texts: string[]): Promise<EncodedBatch> {
-    if (this.failed) return Promise.reject(this.failed);
-    if (this.workers.length === 0) return encodeBatch(texts, this.tokenizer, this.tree?.loaded ?? null, this.dtype);
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ req: { id: this.nextId++, texts }, resolve, reject });
-      this.dispatch();
-    });
+    return this.submit({ id: this.pool.id(), texts });
   }
 
-  private dispatch(): void {
-    while (this.idle.length > 0 && this.waiting.length > 0) {
-      const w = this.idle.pop()!;
-      const job = this.waiting.shift()!;
-      this.pending.set(job.req.id, job);
-      w.postMessage(job.req);
-    }
+  /** Parses a chunk of JSONL / 'lines' bytes and encodes its documents (the chunk's bytes are transferred). */
+  encodeChunk(chunk: LineChunk, format: 'jsonl' | 'lines', field: string): Promise<EncodedBatch> {
+    return this.submit({ id: this.pool.id(), chunk, format, field });
   }
 
-  private onReply(w: Worker, m: WorkerReply): void {
-    const job = this.pending.get(m.id);
-    this.pending.delete(m.id);
-    this.idle.push(w);
-    if (job) {
-      if ('error' in m) job.reject(new HiermemError(m.error.code, m.error.message));
-      else job.resolve({ tokens: m.tokens, lengths: m.lengths, paths: m.paths });
-    }
-    this.dispatch();
+  private submit(req: WorkerRequest): Promise<EncodedBatch> {
+    if (this.pool.size === 0) return handleRequest(req, this.tokenizer, this.tree?.loaded ?? null, this.dtype);
+    return this.pool.submit(req);
   }
 
-  private fail(e: unknown): void {
-    this.failed = e;
-    for (const j of [...this.pending.values(), ...this.waiting]) j.reject(e);
-    this.pending.clear();
-    this.waiting.length = 0;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }

@@ -3,16 +3,20 @@
  * document on worker threads into token shards, then packs by leaf on disk (prepare-pack.ts).
  * Memory is bounded by the batches in flight and one shard's buffer, not by the corpus.
  *
+ * JSONL and one-per-line text reach the workers as raw byte chunks (readers/chunks.ts): the main
+ * thread only reads, gunzips, collects results in order and writes; other formats are parsed here.
+ *
  * Crash safety: shards are written atomically and describe themselves, so a rerun with the same
- * settings keeps the finished ones (it re-reads, but does not re-tokenise, their documents); the
- * packing phase is redone from the shards; the manifest is written last and marks the folder done.
+ * settings keeps the finished ones (it re-reads their documents, and re-tokenises those that came
+ * in raw chunks, but writes nothing for them); the packing phase is redone from the shards; the
+ * manifest is written last and marks the folder done.
  */
 import { closeSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { HiermemError } from '../errors.js';
 import { RetrievalTree } from '../retrieval/tree.js';
-import { CorpusReader, type CorpusReadOptions } from './readers/index.js';
+import { CorpusReader, readLineChunks, type CorpusReadOptions } from './readers/index.js';
 import { ByteTokenizer, type Tokenizer } from './tokenizer.js';
 import { TokenizePool, type EncodedBatch } from './prepare-pool.js';
 import { packShards } from './prepare-pack.js';
@@ -133,31 +137,64 @@ export async function prepareData(o: PrepareOptions): Promise<PrepareSummary> {
     totalDocuments: progress.totalDocuments, tokens: progress.tokens });
   const builder = new ShardBuilder(shardDir, done.length, skipDocs, shardTokens, dtype, levels, tokenizer.eotId, config);
   const pool = new TokenizePool(threads, tokenizer, tree, dtype);
-  const inFlight: { docs: { source: string; line: number }[]; result: Promise<EncodedBatch> }[] = [];
+  // docs: known when submitted (texts parsed here); null: a raw chunk, parsed by the worker (its lines come back)
+  const inFlight: { source: string; docs: { source: string; line: number }[] | null; result: Promise<EncodedBatch> }[] = [];
   const maxInFlight = Math.max(2, 2 * threads);
   let batch: { source: string; line: number }[] = [], texts: string[] = [], chars = 0;
+  let seen = 0;
   const drainOne = async () => {
     const b = inFlight.shift()!;
-    const r = await b.result;
-    for (const s of builder.add(b.docs, r)) done.push(s);
-    progress.tokens += r.tokens.length + b.docs.length;
-    report('tokenize');
-  };
-  try {
-    let seen = 0;
-    for await (const doc of reader) {
-      progress.documents++;
-      if (seen++ < skipDocs) continue;
-      batch.push({ source: doc.source, line: doc.line });
-      texts.push(doc.text);
-      chars += doc.text.length;
-      if (chars >= BATCH_CHARS || texts.length >= BATCH_DOCS) {
-        inFlight.push({ docs: batch, result: pool.encode(texts) });
-        batch = []; texts = []; chars = 0;
-        while (inFlight.length >= maxInFlight) await drainOne();
+    let r = await b.result;
+    let docs = b.docs;
+    if (docs === null) {
+      for (const bad of r.bad ?? []) reader.bad({ source: b.source, line: bad.line, unit: 'line', reason: bad.reason });
+      docs = Array.from(r.lines!, (line) => ({ source: b.source, line }));
+      reader.stats.documents += docs.length;
+      progress.documents += docs.length;
+      // a resumed run drops the documents its finished shards hold (parsed again, not kept)
+      const drop = Math.min(docs.length, Math.max(0, skipDocs - seen));
+      seen += docs.length;
+      if (drop > 0) {
+        let off = 0;
+        for (let d = 0; d < drop; d++) off += r.lengths[d]!;
+        r = { tokens: r.tokens.subarray(off), lengths: r.lengths.subarray(drop), paths: r.paths ? r.paths.subarray(drop * levels) : null };
+        docs = docs.slice(drop);
       }
     }
-    if (texts.length > 0) inFlight.push({ docs: batch, result: pool.encode(texts) });
+    for (const s of builder.add(docs, r)) done.push(s);
+    progress.tokens += r.tokens.length + docs.length;
+    report('tokenize');
+  };
+  const submit = async (job: (typeof inFlight)[number]) => {
+    inFlight.push(job);
+    while (inFlight.length >= maxInFlight) await drainOne();
+  };
+  const flushTexts = async () => {
+    if (texts.length === 0) return;
+    await submit({ source: '', docs: batch, result: pool.encode(texts) });
+    batch = []; texts = []; chars = 0;
+  };
+  try {
+    for (const f of reader.files) {
+      const format = reader.formatOf(f);
+      if (format === 'jsonl' || format === 'lines') {
+        // one document per line: the main thread only cuts bytes, workers decode and parse (prepare's bottleneck was JSON.parse here)
+        await flushTexts();
+        for await (const chunk of readLineChunks(f.path, reader.stats)) await submit({ source: f.path, docs: null, result: pool.encodeChunk(chunk, format, reader.field) });
+        continue;
+      }
+      // chunks count their documents when drained: drain them before counting here (resume skips by count)
+      while (inFlight.length > 0) await drainOne();
+      for await (const doc of reader.readFile(f)) {
+        progress.documents++;
+        if (seen++ < skipDocs) continue;
+        batch.push({ source: doc.source, line: doc.line });
+        texts.push(doc.text);
+        chars += doc.text.length;
+        if (chars >= BATCH_CHARS || texts.length >= BATCH_DOCS) await flushTexts();
+      }
+    }
+    await flushTexts();
     while (inFlight.length > 0) await drainOne();
     const last = builder.finish();
     if (last) done.push(last);
@@ -267,7 +304,9 @@ function indexReader(file: string, info: ShardInfo, levels: number) {
 class ShardBuilder {
   private tokens: Uint16Array | Uint32Array;
   private fill = 0;
-  private index: number[] = [];
+  /** (offset, length, source, line, path...) per document; a typed buffer (a number[] grew slowly at 10^5 documents). */
+  private index = new Uint32Array(1 << 12);
+  private indexFill = 0;
   private sources = new Map<string, number>();
   private docs = 0;
   constructor(
@@ -295,8 +334,17 @@ class ShardBuilder {
       this.tokens.set(r.tokens.subarray(at, at + len), this.fill);
       let src = this.sources.get(docs[d]!.source);
       if (src === undefined) this.sources.set(docs[d]!.source, (src = this.sources.size));
-      this.index.push(this.fill, len, src, docs[d]!.line);
-      for (let l = 0; l < this.levels; l++) this.index.push(r.paths![d * this.levels + l]!);
+      const row = 4 + this.levels;
+      if (this.indexFill + row > this.index.length) {
+        const bigger = new Uint32Array(this.index.length * 2);
+        bigger.set(this.index);
+        this.index = bigger;
+      }
+      const ix = this.index;
+      let at_ = this.indexFill;
+      ix[at_++] = this.fill; ix[at_++] = len; ix[at_++] = src; ix[at_++] = docs[d]!.line;
+      for (let l = 0; l < this.levels; l++) ix[at_++] = r.paths![d * this.levels + l]!;
+      this.indexFill = at_;
       this.fill += len;
       this.tokens[this.fill++] = this.eotId;
       this.docs++;
@@ -317,14 +365,14 @@ class ShardBuilder {
     };
     const file = path.join(this.dir, shardFileName(this.shard));
     const f = new AtomicFile(file);
-    for (const part of encodeShard(header, Uint32Array.from(this.index), this.tokens.subarray(0, this.fill))) f.write(part);
+    for (const part of encodeShard(header, this.index.subarray(0, this.indexFill), this.tokens.subarray(0, this.fill))) f.write(part);
     const { bytes, sha256: hash } = f.commit();
     const info = readShardInfo(file, bytes);
     this.shard++;
     this.firstDoc += this.docs;
     this.docs = 0;
     this.fill = 0;
-    this.index = [];
+    this.indexFill = 0;
     this.sources = new Map();
     return { file, info, sha256: hash };
   }

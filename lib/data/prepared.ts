@@ -13,8 +13,8 @@ import { Rng } from '../util/random.js';
 import type { PackedSequence, SequenceSource } from './packing.js';
 import type { Tokenizer } from './tokenizer.js';
 import {
-  MANIFEST_FILE, PREPARED_FORMAT, PREPARED_VERSION, dtypeBytes, fileSha256, openFile, readExact, readShardInfo, tokenizerHash,
-  type PreparedManifest, type ShardInfo,
+  MANIFEST_FILE, PREPARED_FORMAT, PREPARED_VERSION, dtypeBytes, fileSha256, openFile, packedLayout, readExact, readShardInfo, tokenizerHash,
+  type PackedLayout, type PreparedManifest, type ShardInfo,
 } from './prepared-format.js';
 
 export interface OpenPreparedOptions {
@@ -124,7 +124,12 @@ function parseManifest(file: string, text: string): PreparedManifest {
   if (m.shards.reduce((n, s) => n + s.tokens, 0) !== m.tokens) throw bad('shard token counts do not add up');
   const p = m.packed;
   if (p !== null) {
-    if (typeof p !== 'object' || !count(p.seqLen) || !count(p.levels) || !count(p.recordBytes) || p.recordBytes === 0) throw bad('malformed packed layout');
+    if (typeof p !== 'object' || !count(p.seqLen) || p.seqLen < 1 || p.seqLen > 1 << 24 || !count(p.levels) || p.levels > 64) throw bad('malformed packed layout');
+    // the layout is a function of (seqLen, levels, vocabulary): offsets read from the file are never trusted
+    const want = packedLayout(p.seqLen, p.levels, m.tokenizer.vocabSize);
+    for (const k of Object.keys(want) as (keyof PackedLayout)[]) if (p[k] !== want[k]) throw bad(`packed layout field ${k} is ${String(p[k])}, expected ${String(want[k])}`);
+    const t = m.tree;
+    if (typeof t !== 'object' || t === null || !count(t.k) || t.k < 2 || t.p !== p.levels || t.k ** t.p > 2 ** 31 || typeof t.file !== 'string' || t.file.includes('..')) throw bad('malformed tree entry');
     for (const f of [p.train, p.val]) {
       if (typeof f?.file !== 'string' || f.file.includes('..') || !count(f.sequences) || f.bytes !== f.sequences * p.recordBytes) throw bad('malformed packed file entry');
     }
@@ -139,7 +144,9 @@ export class PreparedSequences implements SequenceSource {
   constructor(private readonly fd: number, private readonly file: string, manifest: PreparedManifest, readonly length: number) {
     this.m = manifest.packed!;
     this.vocab = manifest.tokenizer.vocabSize;
+    this.k = manifest.tree?.k ?? 2 ** 31;
   }
+  private readonly k: number;
 
   at(index: number): PackedSequence | undefined {
     if (!Number.isInteger(index) || index < 0 || index >= this.length) return undefined;
@@ -152,11 +159,10 @@ export class PreparedSequences implements SequenceSource {
     const targets = Int32Array.from(new Tok(rec.buffer, l.targetsOffset, T), (x) => (x === none ? -1 : x));
     const docStart = Int32Array.from(new (l.docStartDtype === 'uint16' ? Uint16Array : Uint32Array)(rec.buffer, l.docStartOffset, T));
     const pathArr = Int32Array.from(new Int32Array(rec.buffer, l.pathOffset, l.levels));
-    for (let t = 0; t < T; t++) {
-      if (tokens[t]! >= this.vocab || targets[t]! >= this.vocab || docStart[t]! > t) {
-        throw new HiermemError('E_CHECKPOINT_CORRUPT', `${this.file}: sequence ${index} holds values out of range (corrupt)`);
-      }
-    }
+    let bad = false;
+    for (let t = 0; t < T; t++) if (tokens[t]! >= this.vocab || targets[t]! >= this.vocab || docStart[t]! > t) bad = true;
+    for (let l = 0, nodes = this.k; l < pathArr.length; l++, nodes *= this.k) if (!(pathArr[l]! >= 0 && pathArr[l]! < nodes)) bad = true;
+    if (bad) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${this.file}: sequence ${index} holds values out of range (corrupt)`);
     return { tokens, targets, docStart, path: pathArr };
   }
 }

@@ -1,4 +1,5 @@
 import { HiermemError } from '../errors.js';
+import { HfTokenizer } from './hf-tokenizer.js';
 
 /** What a checkpoint records about its tokenizer, so it can be rebuilt on load. */
 export interface TokenizerJSON {
@@ -86,10 +87,27 @@ export function tokenizerFromJSON(obj: unknown): Tokenizer {
   }
   const { type, version } = obj as Record<string, unknown>;
   if (type === 'byte' && version === 1) return new ByteTokenizer();
+  if (type === 'hf' && version === 1) return HfTokenizer.fromRecord(obj as Record<string, unknown>);
   throw new HiermemError(
     'E_CONFIG_INCOMPATIBLE',
-    `unsupported tokenizer type ${describe(type)} version ${describe(version)}; this version of hiermem knows type "byte" version 1`,
+    `unsupported tokenizer type ${describe(type)} version ${describe(version)}; this version of hiermem knows type "byte" version 1 and "hf" version 1`,
   );
+}
+
+/** A short identity of a tokenizer: "byte", or "hf:" and the sha256 of its tokenizer.json record. */
+export function tokenizerIdentity(t: Tokenizer): string {
+  return t instanceof HfTokenizer ? `hf:${t.sha256}` : t.name;
+}
+
+/**
+ * Throws E_CONFIG_INCOMPATIBLE unless `given` is the tokenizer `recorded` (what a checkpoint was
+ * trained with): a model paired with another tokenizer reads ids that mean other text.
+ */
+export function checkSameTokenizer(recorded: Tokenizer, given: Tokenizer, where: string): void {
+  const a = tokenizerIdentity(recorded), b = tokenizerIdentity(given);
+  if (a !== b) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${where} was trained with tokenizer ${a} (vocab ${recorded.vocabSize}); the tokenizer given is ${b} (vocab ${given.vocabSize})`);
+  }
 }
 
 function describe(v: unknown): string {

@@ -7,7 +7,7 @@
 import { HiermemError } from '../errors.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import type { NextTokenLogits } from '../model/generate.js';
-import { readFile } from 'node:fs/promises';
+import { readJsonlObjects } from '../io/jsonl-records.js';
 
 export interface Probe {
   prompt: string;
@@ -82,28 +82,13 @@ export function scoreProbes(probes: readonly Probe[], tok: Tokenizer, logitsFor:
 
 /** Reads probes JSONL: {"prompt": ..., "answer": ..., "bucket"?: ...} per line. */
 export async function readProbes(path: string): Promise<Probe[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new HiermemError('E_IO', `cannot read probes ${path}: ${(e as Error).message}`, { cause: e });
-  }
   const out: Probe[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let o: unknown;
-    try {
-      o = JSON.parse(line);
-    } catch {
-      throw new HiermemError('E_INVALID_ARGUMENT', `${path}:${i + 1}: not valid JSON`);
-    }
-    const r = o as Record<string, unknown>;
-    if (typeof r !== 'object' || r === null || typeof r.prompt !== 'string' || typeof r.answer !== 'string' ||
-        (r.bucket !== undefined && typeof r.bucket !== 'string')) {
-      throw new HiermemError('E_INVALID_ARGUMENT', `${path}:${i + 1}: a probe needs string "prompt" and "answer" (and optional string "bucket")`);
+  for (const { record: r, line } of await readJsonlObjects(path, 'probes')) {
+    if (typeof r.prompt !== 'string' || typeof r.answer !== 'string' || (r.bucket !== undefined && typeof r.bucket !== 'string')) {
+      throw new HiermemError('E_INVALID_ARGUMENT', `${path}:${line}: a probe needs string "prompt" and "answer" (and optional string "bucket")`);
     }
     out.push({ prompt: r.prompt, answer: r.answer, ...(r.bucket !== undefined ? { bucket: r.bucket as string } : {}) });
-  });
+  }
   if (out.length === 0) throw new HiermemError('E_INVALID_ARGUMENT', `${path}: no probes`);
   return out;
 }

@@ -139,13 +139,55 @@ interface FeatureKind {
   parts?: Map<number, readonly [number, number]>;
 }
 
+/**
+ * A word's unigram bucket, then its char n-gram buckets in the order countFeatures adds them,
+ * cached per word: words repeat (Zipf), and hashing each n-gram of each occurrence was most of the
+ * embedding time. The hash is hashString's, computed in place of slicing (same buckets, same order).
+ */
+function wordFeatures(w: string, s: Settings): Int32Array {
+  const out: number[] = [hashString(w, SEED_UNIGRAM) % s.buckets];
+  if (s.charNgrams !== null) {
+    const [lo, hi] = s.charNgrams;
+    const m = `<${w}>`;
+    for (let n = lo; n <= hi; n++) {
+      for (let i = 0; i + n <= m.length; i++) {
+        let h = (0x811c9dc5 ^ SEED_CHAR) >>> 0;
+        for (let c = i; c < i + n; c++) {
+          h ^= m.charCodeAt(c);
+          h = Math.imul(h, 0x01000193);
+        }
+        out.push(fmix32(h) % s.buckets);
+      }
+    }
+  }
+  return Int32Array.from(out);
+}
+
+/** Bounded, so a corpus of endless distinct tokens (ids, hashes) cannot grow it without limit. */
+const WORD_CACHE_MAX = 1 << 18;
+const wordCaches = new WeakMap<Settings, Map<string, Int32Array>>();
+function wordCache(s: Settings): Map<string, Int32Array> {
+  let c = wordCaches.get(s);
+  if (c === undefined) wordCaches.set(s, (c = new Map()));
+  return c;
+}
+
 function countFeatures(text: string, s: Settings): FeatureKind[] {
   const words = wordsOf(text);
   const add = (m: Map<number, number>, b: number): void => {
     m.set(b, (m.get(b) ?? 0) + 1);
   };
   const uni = new Map<number, number>();
-  const wordBuckets = words.map((w) => hashString(w, SEED_UNIGRAM) % s.buckets);
+  const cache = wordCache(s);
+  const cached = words.map((w) => {
+    let f = cache.get(w);
+    if (f === undefined) {
+      if (cache.size >= WORD_CACHE_MAX) cache.clear();
+      cache.set(w, (f = wordFeatures(w, s)));
+    }
+    return f;
+  });
+  const wordBuckets = cached.map((f) => f[0]!);
   for (const b of wordBuckets) add(uni, b);
   const kinds: FeatureKind[] = [{ weight: 1, tf: uni }];
   if (s.bigrams && s.bigramWeight > 0) {
@@ -159,14 +201,8 @@ function countFeatures(text: string, s: Settings): FeatureKind[] {
     kinds.push({ weight: s.bigramWeight, tf: bi, parts });
   }
   if (s.charNgrams !== null && s.charNgramWeight > 0) {
-    const [lo, hi] = s.charNgrams;
     const ch = new Map<number, number>();
-    for (const w of words) {
-      const m = `<${w}>`;
-      for (let n = lo; n <= hi; n++) {
-        for (let i = 0; i + n <= m.length; i++) add(ch, hashString(m.slice(i, i + n), SEED_CHAR) % s.buckets);
-      }
-    }
+    for (const f of cached) for (let j = 1; j < f.length; j++) add(ch, f[j]!);
     kinds.push({ weight: s.charNgramWeight, tf: ch });
   }
   return kinds;
@@ -208,6 +244,20 @@ export class HashedTfidfEmbedder implements Embedder {
     return d === undefined ? 0 : Math.log((1 + this.docCount) / (1 + d));
   }
 
+  /**
+   * idf^idfExponent per bucket, computed once (the same Math.pow of the same idf, so the same bits):
+   * a Map lookup, a log and a pow per feature were a third of the embedding time. Only for tables
+   * of at most 2^22 buckets (32 MiB); larger bucket counts keep the per-feature path.
+   */
+  private idfPowTable(): Float64Array | null {
+    if (this.pows !== undefined) return this.pows;
+    if (this.settings.buckets > 1 << 22) return (this.pows = null);
+    const t = new Float64Array(this.settings.buckets).fill(Math.pow(0, this.settings.idfExponent));
+    for (const b of this.df.keys()) t[b] = Math.pow(this.idf(b), this.settings.idfExponent);
+    return (this.pows = t);
+  }
+  private pows: Float64Array | null | undefined;
+
   /** Synchronous form of embed(). */
   embedSync(texts: readonly string[]): Float32Array {
     checkTexts(texts, 'HashedTfidfEmbedder.embed');
@@ -215,16 +265,23 @@ export class HashedTfidfEmbedder implements Embedder {
     const out = new Float32Array(texts.length * dim);
     const acc = new Float64Array(dim);
     const scale = 1 / Math.sqrt(s);
+    const pows = this.idfPowTable();
     for (let i = 0; i < texts.length; i++) {
       acc.fill(0);
       for (const kind of countFeatures(texts[i]!, this.settings)) {
         for (const [bucket, tf] of kind.tf) {
-          let idf = this.idf(bucket);
           const parts = kind.parts?.get(bucket);
-          // A bigram is no more specific than its less specific word: on a small corpus, phrasing made
-          // of common words ("number of") is rare by chance, and uncapped it would outweigh the names.
-          if (parts !== undefined) idf = Math.min(idf, this.idf(parts[0]), this.idf(parts[1]));
-          const w = kind.weight * (1 + Math.log(tf)) * Math.pow(idf, this.settings.idfExponent);
+          let idfPow: number;
+          if (parts !== undefined) {
+            // A bigram is no more specific than its less specific word: on a small corpus, phrasing made
+            // of common words ("number of") is rare by chance, and uncapped it would outweigh the names.
+            idfPow = Math.pow(Math.min(this.idf(bucket), this.idf(parts[0]), this.idf(parts[1])), this.settings.idfExponent);
+          } else {
+            idfPow = pows !== null ? pows[bucket]! : Math.pow(this.idf(bucket), this.settings.idfExponent);
+          }
+          if (idfPow === 0) continue;
+          const w = kind.weight * (1 + Math.log(tf)) * idfPow;
+          if (w === 0) continue;
           if (w === 0) continue;
           // The projection column of this bucket: s (coordinate, sign) pairs from a seeded hash.
           let h = fmix32((bucket ^ seed) >>> 0);

@@ -32,3 +32,5 @@ export {
   type TreeLoadOptions,
   type TreeSpec,
 } from './tree.js';
+export { clusterCorpus, DEFAULT_CLUSTER_SAMPLE, type ClusterCorpusOptions, type ClusterProgress, type ClusterSummary } from './cluster-corpus.js';
+export { RoutePool } from './route-pool.js';

@@ -8,7 +8,7 @@ import { metadataJson, readSafetensors, writeSafetensors, type TensorToWrite, ty
 import { AnchorModel } from '../model/anchor.js';
 import { type ModelConfig, resolveModelConfig, toDims } from '../model/config.js';
 import { loadNative } from '../native.js';
-import { type Tokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
+import { ByteTokenizer, type Tokenizer, checkSameTokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
 import { AdamW, type AdamWOptions } from './adamw.js';
 
 export const CHECKPOINT_FORMAT = 'hiermem-checkpoint';
@@ -61,6 +61,31 @@ export interface LoadCheckpointOptions {
   maxBatch?: number;
   /** Load the optimizer state too (default true when present). */
   withOptimizer?: boolean;
+  /** The tokenizer the caller will use: another than the checkpoint's → E_CONFIG_INCOMPATIBLE. */
+  tokenizer?: Tokenizer;
+}
+
+/**
+ * The tokenizer a checkpoint's metadata records. Checkpoints from before tokenizers were
+ * recorded have none and are byte-tokenized; a record that cannot be rebuilt → E_CHECKPOINT_CORRUPT
+ * (an unknown type or version stays E_CONFIG_INCOMPATIBLE: a newer hiermem's checkpoint).
+ */
+export function tokenizerOfMetadata(path: string, meta: Record<string, string>): Tokenizer {
+  if (meta.tokenizer === undefined) return new ByteTokenizer();
+  try {
+    return tokenizerFromJSON(metadataJson(path, meta, 'tokenizer'));
+  } catch (e) {
+    if (e instanceof HiermemError && e.code === 'E_CONFIG_INVALID') {
+      throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: its tokenizer record is malformed: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** The tokenizer recorded in a checkpoint (file or run folder resolved by the caller), from its header only. */
+export async function readCheckpointTokenizer(path: string): Promise<Tokenizer> {
+  const { readSafetensorsHeader } = await import('../io/safetensors.js');
+  return tokenizerOfMetadata(path, (await readSafetensorsHeader(path)).metadata);
 }
 
 export async function loadCheckpoint(path: string, options: LoadCheckpointOptions = {}): Promise<CheckpointContents> {
@@ -82,7 +107,8 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   } catch (e) {
     throw new HiermemError('E_CHECKPOINT_CORRUPT', `${path}: invalid model_config: ${(e as Error).message}`, { cause: e });
   }
-  const tokenizer = tokenizerFromJSON(metadataJson(path, meta, 'tokenizer'));
+  const tokenizer = tokenizerOfMetadata(path, meta);
+  if (options.tokenizer) checkSameTokenizer(tokenizer, options.tokenizer, path);
   if (tokenizer.vocabSize !== config.vocabSize) {
     throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} != model vocab ${config.vocabSize}`);
   }

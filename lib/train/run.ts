@@ -10,7 +10,7 @@ import { HiermemError } from '../errors.js';
 import { AnchorModel, type Batch } from '../model/anchor.js';
 import type { ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
-import type { Tokenizer } from '../data/tokenizer.js';
+import { checkSameTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { encodeDocuments } from '../data/stream.js';
 import { WindowSampler } from '../data/windows.js';
 import { packByLeaf, PathBatchSampler, type SequenceSource } from '../data/packing.js';
@@ -25,6 +25,8 @@ import { AdamW } from './adamw.js';
 import { loadCheckpoint, type TrainerState } from './checkpoint.js';
 import { trainLoop, anchorStepper, type Source, type Stepper, type TrainHistory, type TrainOptions } from './trainer.js';
 import { memoryStepper, loadHierarchicalCheckpoint, type MemoryTrainOptions } from './memory-trainer.js';
+import type { Communicator } from '../dist/communicator.js';
+import { gradientReducer, rankSeed, rankZeroSaves } from '../dist/data-parallel.js';
 
 /** The checkpoint `train --out DIR` writes: DIR/checkpoint.safetensors. */
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
@@ -113,6 +115,11 @@ export interface RunOptions {
   data: RunData;
   /** The run's output folder: a memory run keeps its tree there, beside its checkpoints. */
   outDir?: string;
+  /**
+   * Data-parallel across processes (lib/dist/): each rank samples its own batches (seed offset by
+   * rank), gradients are averaged every step, rank 0 alone writes checkpoints. Absent or local: one process.
+   */
+  communicator?: Communicator;
 }
 
 export interface PreparedRun {
@@ -155,7 +162,7 @@ async function startAnchor(o: RunOptions): Promise<{ model: AnchorModel; optimiz
   if ('config' in a) return { model: AnchorModel.create(a.config, { maxBatch: o.batchSize }) };
   if ('checkpoint' in a) {
     const file = await resolveCheckpointPath(a.checkpoint);
-    return { model: (await loadCheckpoint(file, { maxBatch: o.batchSize, withOptimizer: false })).model };
+    return { model: (await loadCheckpoint(file, { maxBatch: o.batchSize, withOptimizer: false, tokenizer: o.tokenizer })).model };
   }
   if (a.fork) return forkAnchor(a.model, a.optimizer, o.weightDecay);
   return { model: a.model, ...(a.optimizer ? { optimizer: a.optimizer } : {}) };
@@ -166,11 +173,20 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
   const resumed = o.resume !== undefined ? await resolveCheckpointPath(o.resume) : undefined;
   // A memory run: asked for, or resuming a checkpoint that names a bank.
   const header = resumed !== undefined ? await readSafetensorsHeader(resumed) : null;
-  if (o.memory !== undefined || header?.metadata.memory_bank !== undefined) return prepareMemoryRun(o, resumed);
+  const dist = o.communicator !== undefined && o.communicator.kind !== 'local' ? o.communicator : undefined;
+  if (o.memory !== undefined || header?.metadata.memory_bank !== undefined) {
+    if (dist) throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'sharded memory training under MPI is not built yet: train memories in one process (drop --dist)');
+    return prepareMemoryRun(o, resumed);
+  }
+  if (dist && dist.size > 1 && resumed !== undefined) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'resuming a data-parallel run is not built yet (its checkpoint holds the data order of rank 0 alone)');
+  }
+  // every rank its own data order; validation batches stay the same on every rank
+  const seed = dist ? rankSeed(o.seed, dist.rank) : o.seed;
 
   let model: AnchorModel, optimizer: AdamW, start: TrainerState | undefined;
   if (resumed !== undefined) {
-    const ck = await loadCheckpoint(resumed, { maxBatch: o.batchSize });
+    const ck = await loadCheckpoint(resumed, { maxBatch: o.batchSize, tokenizer: o.tokenizer });
     model = ck.model;
     optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: o.weightDecay });
     start = ck.trainer;
@@ -184,18 +200,19 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
   if ('documents' in o.data) {
     const trainStream = encodeDocuments(o.data.documents.train, o.tokenizer);
     const valStream = encodeDocuments(o.data.documents.val, o.tokenizer);
-    source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : o.seed);
+    source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : seed);
     val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
   } else if ('prepared' in o.data) {
     // the same windows as above, drawn from the prepared token stream
     const trainStream = o.data.prepared.tokenStream('train'), valStream = o.data.prepared.tokenStream('val');
-    source = new PreparedWindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : o.seed);
+    source = new PreparedWindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : seed);
     val = new PreparedWindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
   } else {
-    source = new PathBatchSampler(o.data.packed, { seed: o.seed, ...(start?.rngState ? { state: start.rngState } : {}) });
+    source = new PathBatchSampler(o.data.packed, { seed, ...(start?.rngState ? { state: start.rngState } : {}) });
     val = o.data.valPacked ? new PathBatchSampler(o.data.valPacked, { seed: o.seed + 1 }) : undefined;
   }
-  const stepper = anchorStepper(model, optimizer, o.tokenizer, { backend: o.backend });
+  const local = anchorStepper(model, optimizer, o.tokenizer, { backend: o.backend, ...(dist ? { reduceGradients: gradientReducer(dist) } : {}) });
+  const stepper = dist ? rankZeroSaves(local, dist) : local;
   return finish(o.tokenizer, stepper, source, val, start, resumed, model, optimizer, undefined,
     async (prompt, maxTokens) => generate(model, o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens)));
 }
@@ -223,6 +240,7 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
   let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, tree: RetrievalTree, treeFile: string | undefined;
   if (resumed !== undefined) {
     const ck = await loadHierarchicalCheckpoint(resumed, { maxBatch: o.batchSize, inRam: true });
+    checkSameTokenizer(ck.tokenizer, o.tokenizer, resumed);
     hm = ck.hm;
     optimizer = ck.optimizer ?? new AdamW(hm.anchor, { weightDecay: o.weightDecay });
     start = ck.trainer;

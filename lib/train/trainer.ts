@@ -13,6 +13,8 @@ import { cosineLr } from './schedule.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DEFAULT_BACKEND, type Backend, type ResolvedBackend } from '../backend/detect.js';
 import { createAnchorRunner, type BackendRunner, type RunnerOptions } from '../backend/runner.js';
+import type { Communicator, DistMode } from '../dist/communicator.js';
+import { createCommunicator, gradientReducer, rankZeroSaves } from '../dist/data-parallel.js';
 
 export { DEFAULT_BACKEND };
 
@@ -92,6 +94,11 @@ export interface TrainContext {
   start?: TrainerState;
   /** Run on this runner (around `model` and `optimizer`) instead of one for `options.backend`; the caller disposes it. */
   runner?: BackendRunner;
+  /**
+   * Data-parallel across processes ('mpi' or a Communicator; lib/dist/): gradients averaged every
+   * step, checkpoints written by rank 0. Seed `train` by rank (rankSeed) so ranks draw different batches.
+   */
+  dist?: DistMode | Communicator;
 }
 
 export async function evaluate(model: AnchorModel, source: BatchSource, batches: number, batchSize: number): Promise<number> {
@@ -206,8 +213,17 @@ export async function trainLoop<B extends Batch>(
   return hist;
 }
 
+/**
+ * Called between backward and the optimizer step with the anchor gradients and this process's
+ * loss: makes the gradients those of the whole job (data-parallel: lib/dist/) and resolves to the
+ * loss to report. Every process must call it every step, also when its loss is not finite.
+ */
+export type GradientReducer = (grads: Float32Array, loss: number) => Promise<number>;
+
 /** Where a stepper runs: a backend to build a runner for, or a runner built by the caller. */
 export interface StepperBackendOptions extends RunnerOptions {
+  /** Data-parallel reduction of the anchor gradients (host gradients: the CPU runner only). */
+  reduceGradients?: GradientReducer;
   /**
    * Run on this runner (its host model and optimizer must be the ones given to the stepper);
    * `backend` and `gemm` are then ignored, and the caller disposes it.
@@ -233,11 +249,14 @@ export function stepperRunner(model: AnchorModel, optimizer: AdamW, options: Ste
 export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer,
                               options: StepperBackendOptions = {}): Stepper<Batch> {
   const { runner, owned } = stepperRunner(model, optimizer, options);
+  check(!options.reduceGradients || runner.backend === 'cpu', 'E_CONFIG_INCOMPATIBLE',
+    'data-parallel training reduces host gradients: it runs on the CPU backend only for now (NCCL is not built yet)');
   return {
     backend: runner.backend,
     async step(batch, lr) {
       runner.zeroGrad();
-      const loss = await runner.forwardBackward(batch);
+      let loss = await runner.forwardBackward(batch);
+      if (options.reduceGradients) loss = await options.reduceGradients(model.grads, loss);
       if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
       const { gradNorm } = await runner.step(lr);
       return { loss, gradNorm };
@@ -257,7 +276,11 @@ export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: T
 export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
   const batchSize = options.batchSize ?? DEFAULT_TRAIN.batchSize;
   check(batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT', `batchSize ${batchSize} exceeds the model's maxBatch ${ctx.model.maxBatch}`);
-  const stepper = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer, { backend: options.backend, runner: ctx.runner });
+  const comm = typeof ctx.dist === 'string' ? createCommunicator(ctx.dist) : ctx.dist;
+  const dist = comm && comm.kind !== 'local' ? comm : undefined;
+  const local = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer,
+    { backend: options.backend, runner: ctx.runner, ...(dist ? { reduceGradients: gradientReducer(dist) } : {}) });
+  const stepper = dist ? rankZeroSaves(local, dist) : local;
   try {
     return await trainLoop(stepper, ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
   } finally {

@@ -8,10 +8,11 @@ import { formatOf, resolveCorpusFiles, type CorpusFile } from './files.js';
 import { readJsonlFile } from './jsonl.js';
 import { readParquetFile } from './parquet.js';
 import { readTextFile } from './text.js';
-import type { BadRecord, CorpusDocument, CorpusReadOptions, FileReader, ReadStats } from './types.js';
+import type { BadRecord, CorpusDocument, CorpusFormat, CorpusReadOptions, FileReader, ReadStats } from './types.js';
 
 export type { BadRecord, CorpusDocument, CorpusFormat, CorpusReadOptions, ReadStats } from './types.js';
 export { resolveCorpusFiles, formatOf, type CorpusFile } from './files.js';
+export { readLineChunks, parseLineChunk, type LineChunk, type ParsedChunk } from './chunks.js';
 
 const READERS: Record<'jsonl' | 'text' | 'lines' | 'parquet', FileReader> = {
   jsonl: readJsonlFile, text: readTextFile, lines: readTextFile, parquet: readParquetFile,
@@ -34,20 +35,34 @@ export class CorpusReader implements AsyncIterable<CorpusDocument> {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<CorpusDocument> {
-    const field = this.o.field ?? 'text';
-    const bad = (r: BadRecord) => {
-      this.stats.badRecords++;
-      this.o.onBadRecord?.(r);
-      if (!this.o.skipBad) {
-        throw new HiermemError('E_INVALID_ARGUMENT', `${r.source}:${r.unit === 'row' ? ' row ' : ''}${r.line}: ${r.reason} (--skip-bad skips such records)`);
-      }
-    };
-    for (const f of this.files) {
-      const format = formatOf(f.path, this.o.format ?? 'auto');
-      for await (const doc of READERS[format](f.path, { field, format, stats: this.stats, bad })) {
-        this.stats.documents++;
-        yield doc;
-      }
+    for (const f of this.files) yield* this.readFile(f);
+  }
+
+  /** The format a file of this corpus is read as. */
+  formatOf(f: CorpusFile): Exclude<CorpusFormat, 'auto'> {
+    return formatOf(f.path, this.o.format ?? 'auto');
+  }
+
+  /** The JSONL field / Parquet column read. */
+  get field(): string {
+    return this.o.field ?? 'text';
+  }
+
+  /** Documents of one of the corpus's files (counted in `stats`). */
+  async *readFile(f: CorpusFile): AsyncGenerator<CorpusDocument> {
+    const format = this.formatOf(f);
+    for await (const doc of READERS[format](f.path, { field: this.field, format, stats: this.stats, bad: (r) => this.bad(r) })) {
+      this.stats.documents++;
+      yield doc;
+    }
+  }
+
+  /** Counts and reports a bad record; throws (E_INVALID_ARGUMENT, with file and line/row) unless skipping. */
+  bad(r: BadRecord): void {
+    this.stats.badRecords++;
+    this.o.onBadRecord?.(r);
+    if (!this.o.skipBad) {
+      throw new HiermemError('E_INVALID_ARGUMENT', `${r.source}:${r.unit === 'row' ? ' row ' : ''}${r.line}: ${r.reason} (--skip-bad skips such records)`);
     }
   }
 }

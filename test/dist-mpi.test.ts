@@ -1,0 +1,207 @@
+/**
+ * Data-parallel training over MPI (issue #14): 2 ranks on this machine under Open MPI's mpirun
+ * (test/dist-mpi-worker.ts is one rank). Collectives against a JS reference, bit-identical on every
+ * rank; 2 ranks x batch b equal 1 rank x batch 2b within fp32 tolerance; the anchor bit-identical
+ * across ranks and across reruns; a rank killed with SIGKILL fails the job within a bound. Skips
+ * (saying why) where mpirun is missing. The refusals (no MPI library, memory runs) need no mpirun.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { orderedSum, launcherWorldSize, type Communicator } from '../lib/dist/communicator.js';
+import { rankSeed } from '../lib/dist/data-parallel.js';
+import { prepareRun } from '../lib/train/run.js';
+import { ByteTokenizer } from '../lib/data/tokenizer.js';
+import { HiermemError } from '../lib/errors.js';
+import { loadNative } from '../lib/native.js';
+import type { NativeMpi } from '../lib/dist/mpi.js';
+import { rankData, sha, documents, TINY } from './dist-mpi-worker.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const WORKER = path.join(HERE, 'dist-mpi-worker.js');
+const CLI = path.resolve(HERE, '../lib/cli/main.js');
+
+/** Why the MPI tests cannot run here, or null (Open MPI's mpirun is on PATH). */
+function mpiMissing(): string | null {
+  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
+  if (!/Open MPI|OpenRTE/i.test(r.stdout + r.stderr)) return 'mpirun is not Open MPI\'s (these tests pass its flags)';
+  return null;
+}
+const SKIP = mpiMissing();
+
+const ENV = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', HIERMEM_THREADS: '1' };
+
+interface Done { code: number | null; signal: string | null; stderr: string; ms: number }
+
+/** Runs `node args` on np ranks (np 0: one plain process, no mpirun), killed after timeoutMs. */
+function launch(np: number, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = ENV): Promise<Done> {
+  const root = typeof process.getuid === 'function' && process.getuid() === 0 ? ['--allow-run-as-root'] : [];
+  const [cmd, argv] = np === 0 ? [process.execPath, args] : ['mpirun', ['-np', String(np), '--oversubscribe', ...root, process.execPath, ...args]];
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
+    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr, ms: Date.now() - t0 }); });
+  });
+}
+
+async function rankJson<T>(dir: string, rank: number): Promise<T> {
+  return JSON.parse(await readFile(path.join(dir, `rank-${rank}.json`), 'utf8')) as T;
+}
+
+test('the reference sum adds in rank order; rank seeds keep rank 0 and differ elsewhere; launcher size', () => {
+  const a = new Float32Array([1e8, 1]), b = new Float32Array([-1e8, 1]), c = new Float32Array([1, 1]);
+  assert.deepEqual(Array.from(orderedSum([a, b, c])), [1, 3]); // (1e8 + -1e8) + 1, not 1e8 + (-1e8 + 1)
+  assert.equal(rankSeed(9, 0), 9);
+  assert.notEqual(rankSeed(9, 1), rankSeed(9, 2));
+  assert.equal(launcherWorldSize({ OMPI_COMM_WORLD_SIZE: '4' }), 4);
+  assert.equal(launcherWorldSize({}), null);
+});
+
+test('--dist mpi without a usable MPI library fails with E_BACKEND_UNAVAILABLE naming the package', async () => {
+  const r = await launch(0, [CLI, 'train', '--dist', 'mpi', '--steps', '1', '--out', path.join(tmpdir(), 'hm-nompi')], 30_000,
+    { ...ENV, HIERMEM_MPI_LIB: '/nonexistent/libmpi.so.40' });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /E_BACKEND_UNAVAILABLE/);
+  assert.match(r.stderr, /openmpi-bin/);
+});
+
+test('memory runs under MPI are refused with E_CONFIG_INCOMPATIBLE (no MPI needed)', async () => {
+  const fake: Communicator = {
+    kind: 'mpi', rank: 0, size: 2, stats: { collectives: 0, bytesSent: 0 },
+    allReduceSum: async () => {}, allReduceMean: async () => {}, allGather: async (b) => b.slice(), broadcast: async () => {},
+    barrier: async () => {}, abort: () => { throw new Error('abort'); }, close: () => {},
+  };
+  const tok = new ByteTokenizer();
+  const docs = documents(24);
+  await assert.rejects(prepareRun({
+    tokenizer: tok, batchSize: 2, seed: 1, weightDecay: 0.1, communicator: fake, anchor: { config: { ...TINY, vocabSize: tok.vocabSize } },
+    memory: { tree: '/nonexistent/tree.safetensors', levels: [8] } /* refused before it is read */, data: { documents: { train: docs, val: docs } },
+  }), (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INCOMPATIBLE' && /sharded memory training under MPI is not built yet/.test(e.message));
+});
+
+test('the MPI functions check their arguments and refuse to run before MPI is opened (no MPI needed)', async (t) => {
+  const n = loadNative() as unknown as NativeMpi;
+  if (typeof n.mpiOpen !== 'function') return t.skip('this addon was built before MPI support (rebuild it)');
+  const code = (c: string) => (e: unknown) => e instanceof HiermemError && e.code === c;
+  assert.throws(() => n.mpiAllReduce([1, 2] as unknown as Float32Array, false), code('E_INVALID_ARGUMENT'));
+  assert.throws(() => n.mpiAllReduce(new Float64Array(2) as unknown as Float32Array, false), code('E_INVALID_ARGUMENT'));
+  assert.throws(() => n.mpiAllReduce(new Float32Array(2), 1 as unknown as boolean), code('E_INVALID_ARGUMENT'));
+  assert.throws(() => n.mpiAllGather(new Float32Array(3), new Float32Array(2)), code('E_SHAPE_MISMATCH'));
+  assert.throws(() => n.mpiBroadcast(new Float32Array(3), 1), code('E_INVALID_ARGUMENT'));
+  assert.throws(() => n.mpiAbort(-1), code('E_INVALID_ARGUMENT'));
+  assert.throws(() => n.mpiInit(), code('E_BACKEND_UNAVAILABLE'));
+  assert.throws(() => n.mpiWtime(), code('E_BACKEND_UNAVAILABLE'));
+  await assert.rejects(n.mpiAllReduce(new Float32Array(2), false), code('E_BACKEND_UNAVAILABLE'));
+  await assert.rejects(n.mpiBarrier(), code('E_BACKEND_UNAVAILABLE'));
+  assert.equal(n.mpiStatus().loaded, false);
+  const r = n.mpiOpen('/nonexistent/libmpi.so.40');
+  assert.equal(r.loaded, false);
+  assert.match(r.error ?? '', /dlopen failed/);
+});
+
+test('MPI collectives: sums equal the rank-order JS reference bit for bit, on every rank', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'hm-mpi-'));
+  try {
+    const r = await launch(2, [WORKER, 'collectives', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const [r0, r1] = [await rankJson<Record<string, unknown>>(dir, 0), await rankJson<Record<string, unknown>>(dir, 1)];
+    assert.deepEqual(r0, r1); // every rank the same bits
+    for (const n of [1, 7, 1001, 65537]) {
+      const sum = orderedSum([rankData(0, n), rankData(1, n)]);
+      assert.equal(r0[`sum${n}`], sha(sum), `sum of ${n}`);
+      assert.equal(r0[`mean${n}`], sha(sum.map((x) => Math.fround(x / 2))), `mean of ${n}`);
+    }
+    assert.deepEqual(r0.gather, [0, 10, 1, 11]);
+    assert.deepEqual(r0.bcast, [42, 42, 42]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('2 ranks x batch 2 equal 1 rank x batch 4 (loss and parameters, fp32 tolerance)', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+  const d1 = await mkdtemp(path.join(tmpdir(), 'hm-mpi-'));
+  const d2 = await mkdtemp(path.join(tmpdir(), 'hm-mpi-'));
+  try {
+    const steps = 4;
+    const [one, two] = await Promise.all([launch(0, [WORKER, 'slice', d1, 'none', '4', String(steps)]),
+      launch(2, [WORKER, 'slice', d2, 'mpi', '2', String(steps)])]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(two.code, 0, two.stderr);
+    const a = await rankJson<{ losses: number[]; params: string }>(d1, 0);
+    const b0 = await rankJson<{ losses: number[]; params: string }>(d2, 0);
+    const b1 = await rankJson<{ losses: number[]; params: string }>(d2, 1);
+    assert.equal(b0.params, b1.params, 'ranks hold bit-identical parameters');
+    assert.deepEqual(b0.losses, b1.losses, 'ranks report the same loss');
+    assert.equal(a.losses.length, steps);
+    for (let i = 0; i < steps; i++) assert.ok(Math.abs(a.losses[i]! - b0.losses[i]!) < 1e-5, `loss ${i}: ${a.losses[i]} vs ${b0.losses[i]}`);
+    const pa = new Float32Array((await readFile(path.join(d1, 'rank-0.f32'))).buffer.slice(0));
+    const pb = new Float32Array((await readFile(path.join(d2, 'rank-0.f32'))).buffer.slice(0));
+    assert.equal(pa.length, pb.length);
+    let maxDiff = 0;
+    for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i]! - pb[i]!));
+    assert.ok(maxDiff < 1e-4, `max parameter difference ${maxDiff}`);
+  } finally {
+    await rm(d1, { recursive: true, force: true });
+    await rm(d2, { recursive: true, force: true });
+  }
+});
+
+test('prepareRun under MPI: anchor bit-identical across ranks and across reruns; rank 0 alone writes', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+  const dirs = [await mkdtemp(path.join(tmpdir(), 'hm-mpi-')), await mkdtemp(path.join(tmpdir(), 'hm-mpi-'))];
+  try {
+    const sums: string[] = [];
+    for (const dir of dirs) {
+      const r = await launch(2, [WORKER, 'run', dir, '6']);
+      assert.equal(r.code, 0, r.stderr);
+      const [a, b] = [await rankJson<{ params: string; losses: number[] }>(dir, 0), await rankJson<{ params: string; losses: number[] }>(dir, 1)];
+      assert.equal(a.params, b.params, 'ranks hold bit-identical anchors');
+      assert.deepEqual(a.losses, b.losses);
+      sums.push(a.params);
+      await readFile(path.join(dir, 'ck.safetensors')); // rank 0 wrote the checkpoint
+    }
+    assert.equal(sums[0], sums[1], 'a rerun is bit-identical');
+  } finally {
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  }
+});
+
+test('train({ dist }) and `hiermem train --dist mpi`: ranks agree; the CLI counts the whole job', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'hm-mpi-'));
+  try {
+    const r = await launch(2, [WORKER, 'api', dir, '3']);
+    assert.equal(r.code, 0, r.stderr);
+    const [a, b] = [await rankJson<{ params: string; losses: number[] }>(dir, 0), await rankJson<{ params: string; losses: number[] }>(dir, 1)];
+    assert.equal(a.params, b.params);
+    assert.equal(a.losses.length, 3);
+    const out = path.join(dir, 'cli');
+    const c = await launch(2, [CLI, 'train', '--dist', 'mpi', '--preset', 'tiny', '--steps', '3', '--batch-size', '2', '--eval-every', '0',
+      '--no-progress', '--out', out]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(c.stderr.match(/data-parallel over 2 MPI ranks: global batch 4/g)?.length, 1, `rank 0 alone prints:\n${c.stderr}`);
+    const summary = JSON.parse(await readFile(path.join(out, 'summary.json'), 'utf8')) as { tokens: number; dist: { ranks: number; globalBatch: number } };
+    assert.deepEqual([summary.dist.ranks, summary.dist.globalBatch, summary.tokens], [2, 4, 3 * 4 * 64]);
+    assert.equal((await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').length, 3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a rank killed with SIGKILL fails the job with an error, not a hang', { skip: SKIP ?? false, timeout: 60_000 }, async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'hm-mpi-'));
+  try {
+    const r = await launch(2, [WORKER, 'run', dir, '400', '3'], 45_000, { ...ENV, HIERMEM_DIST_TIMEOUT_S: '20' });
+    assert.notEqual(r.code, 0, 'the job must fail');
+    assert.equal(r.signal, null, `the job hung and was killed by the test after ${r.ms} ms`);
+    assert.match(r.stderr, /signal 9|Killed|E_COMM|aborted|exited/i, r.stderr);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
