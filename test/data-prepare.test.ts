@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, truncate, writeFile, cp, open } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { prepareData, type PrepareOptions } from '../lib/data/prepare.js';
-import { PreparedData, PreparedWindowSampler } from '../lib/data/prepared.js';
+import { PreparedData } from '../lib/data/prepared.js';
 import { packByLeaf, PathBatchSampler } from '../lib/data/packing.js';
 import { encodeDocuments, splitDocuments } from '../lib/data/stream.js';
 import { WindowSampler } from '../lib/data/windows.js';
@@ -70,7 +70,7 @@ test('prepared data equals the in-memory path: token stream, packed sequences an
     for (let i = 0; i < 5; i++) assert.deepEqual(b.next(4), a.next(4));
     assert.deepEqual(b.rngState(), a.rngState());
     const trainStream = encodeDocuments(train, tok);
-    const w1 = new WindowSampler(trainStream, SEQ, 4), w2 = new PreparedWindowSampler(d.tokenStream('train'), SEQ, 4);
+    const w1 = new WindowSampler(trainStream, SEQ, 4), w2 = new WindowSampler(d.tokenStream('train'), SEQ, 4);
     for (let i = 0; i < 5; i++) assert.deepEqual(w2.next(3), w1.next(3));
     assert.deepEqual(w2.rngState(), w1.rngState());
   } finally {

@@ -34,7 +34,8 @@ import { loadHfTokenizer } from '../lib/data/hf-tokenizer.js';
 import { byteLevelFixture } from './tokenizer-fixtures.js';
 import { MODEL_PRESETS, resolveModelConfig, anchorParamCount } from '../lib/model/config.js';
 import { prepareData } from '../lib/data/prepare.js';
-import { PreparedData, PreparedWindowSampler } from '../lib/data/prepared.js';
+import { PreparedData } from '../lib/data/prepared.js';
+import { WindowSampler } from '../lib/data/windows.js';
 import { MANIFEST_FILE, PACKED_FILES, SHARD_DIR, shardFileName } from '../lib/data/prepared-format.js';
 import { cp } from 'node:fs/promises';
 
@@ -492,7 +493,7 @@ test('fuzz: prepared folders (PreparedData.open, then read token streams, window
           for (const split of ['train', 'val'] as const) {
             const s = d.tokenStream(split);
             if (s.length > 0) s.read(0, Math.min(s.length, 64));
-            if (s.length > 9) new PreparedWindowSampler(s, 8, 1).next(2);
+            if (s.length > 9) new WindowSampler(s, 8, 1).next(2);
             if (d.manifest.packed) {
               const q = d.sequences(split);
               for (let i = 0; i < Math.min(q.length, 4); i++) q.at(i);

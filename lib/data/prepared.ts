@@ -8,10 +8,9 @@ import { closeSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { HiermemError } from '../errors.js';
-import type { Batch } from '../model/anchor.js';
-import { Rng } from '../util/random.js';
 import type { PackedSequence, SequenceSource } from './packing.js';
 import type { Tokenizer } from './tokenizer.js';
+import type { TokenSource } from './windows.js';
 import {
   MANIFEST_FILE, PREPARED_FORMAT, PREPARED_VERSION, dtypeBytes, fileSha256, openFile, packedLayout, readExact, readShardInfo, tokenizerHash,
   type PackedLayout, type PreparedManifest, type ShardInfo,
@@ -168,7 +167,7 @@ export class PreparedSequences implements SequenceSource {
 }
 
 /** A contiguous range of the prepared token stream, read across shard boundaries. */
-export class TokenStream {
+export class TokenStream implements TokenSource {
   /** Stream offset where each shard's tokens start. */
   private readonly bases: number[] = [];
   readonly length: number;
@@ -218,35 +217,4 @@ function upperBound(a: readonly number[], x: number): number {
     else hi = mid;
   }
   return lo;
-}
-
-/**
- * WindowSampler over a prepared stream: the same draws (Rng(seed).int per window) over the same
- * tokens, so a run from prepared data sees exactly the batches of an in-memory run.
- */
-export class PreparedWindowSampler {
-  readonly rng: Rng;
-  constructor(readonly stream: TokenStream, readonly seqLen: number, seed: number | Uint32Array) {
-    if (stream.length < seqLen + 1) {
-      throw new HiermemError('E_INVALID_ARGUMENT', `corpus has ${stream.length} tokens; need at least seqLen + 1 = ${seqLen + 1}`);
-    }
-    this.rng = new Rng(seed);
-  }
-
-  rngState(): number[] {
-    return Array.from(this.rng.state());
-  }
-
-  next(batchSize: number): Batch {
-    const T = this.seqLen;
-    const tokens = new Int32Array(batchSize * T);
-    const targets = new Int32Array(batchSize * T);
-    const maxStart = this.stream.length - T - 1;
-    for (let b = 0; b < batchSize; b++) {
-      const w = this.stream.read(this.rng.int(maxStart + 1), T + 1);
-      tokens.set(w.subarray(0, T), b * T);
-      targets.set(w.subarray(1), b * T);
-    }
-    return { tokens, targets, batchSize };
-  }
 }

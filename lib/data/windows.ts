@@ -6,12 +6,20 @@ import { HiermemError } from '../errors.js';
 import type { Batch } from '../model/anchor.js';
 import { Rng } from '../util/random.js';
 
+/** Tokens read by range: a prepared stream on disk (prepared.ts TokenStream) or one in memory. */
+export interface TokenSource {
+  readonly length: number;
+  /** Tokens [from, from + n). */
+  read(from: number, n: number): Int32Array;
+}
+
 export class WindowSampler {
-  readonly stream: Int32Array;
+  readonly stream: Int32Array | TokenSource;
   readonly seqLen: number;
   readonly rng: Rng;
 
-  constructor(stream: Int32Array, seqLen: number, seed: number | Uint32Array) {
+  /** The stream in memory, or read by range from disk: the same draws give the same windows. */
+  constructor(stream: Int32Array | TokenSource, seqLen: number, seed: number | Uint32Array) {
     if (stream.length < seqLen + 1) {
       throw new HiermemError('E_INVALID_ARGUMENT', `corpus has ${stream.length} tokens; need at least seqLen + 1 = ${seqLen + 1}`);
     }
@@ -33,8 +41,9 @@ export class WindowSampler {
     const maxStart = this.stream.length - T - 1;
     for (let b = 0; b < batchSize; b++) {
       const s = this.rng.int(maxStart + 1);
-      tokens.set(this.stream.subarray(s, s + T), b * T);
-      targets.set(this.stream.subarray(s + 1, s + T + 1), b * T);
+      const w = this.stream instanceof Int32Array ? this.stream.subarray(s, s + T + 1) : this.stream.read(s, T + 1);
+      tokens.set(w.subarray(0, T), b * T);
+      targets.set(w.subarray(1), b * T);
     }
     return { tokens, targets, batchSize };
   }

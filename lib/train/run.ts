@@ -14,7 +14,7 @@ import { checkSameTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { encodeDocuments } from '../data/stream.js';
 import { WindowSampler } from '../data/windows.js';
 import { packByLeaf, PathBatchSampler, type SequenceSource } from '../data/packing.js';
-import { PreparedWindowSampler, type PreparedData } from '../data/prepared.js';
+import type { PreparedData } from '../data/prepared.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { RetrievalTree } from '../retrieval/tree.js';
 import { MemoryBank } from '../memory/bank.js';
@@ -197,16 +197,13 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
   }
   const T = model.config.seqLen;
   let source: Source<Batch>, val: Source<Batch> | undefined;
-  if ('documents' in o.data) {
-    const trainStream = encodeDocuments(o.data.documents.train, o.tokenizer);
-    const valStream = encodeDocuments(o.data.documents.val, o.tokenizer);
+  if ('documents' in o.data || 'prepared' in o.data) {
+    // windows over the token stream, in memory or read from the prepared shards: the same draws
+    const [trainStream, valStream] = 'documents' in o.data
+      ? [encodeDocuments(o.data.documents.train, o.tokenizer), encodeDocuments(o.data.documents.val, o.tokenizer)]
+      : [o.data.prepared.tokenStream('train'), o.data.prepared.tokenStream('val')];
     source = new WindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : seed);
     val = new WindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
-  } else if ('prepared' in o.data) {
-    // the same windows as above, drawn from the prepared token stream
-    const trainStream = o.data.prepared.tokenStream('train'), valStream = o.data.prepared.tokenStream('val');
-    source = new PreparedWindowSampler(trainStream, T, start?.rngState ? Uint32Array.from(start.rngState) : seed);
-    val = new PreparedWindowSampler(valStream.length > T + 1 ? valStream : trainStream, T, o.seed + 1);
   } else {
     source = new PathBatchSampler(o.data.packed, { seed, ...(start?.rngState ? { state: start.rngState } : {}) });
     val = o.data.valPacked ? new PathBatchSampler(o.data.valPacked, { seed: o.seed + 1 }) : undefined;
