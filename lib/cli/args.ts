@@ -3,6 +3,7 @@
  * a long command (rate and ETA on stderr), and the line a skipped bad record gets.
  */
 import cliProgress from 'cli-progress';
+import { Option, type Command } from 'commander';
 import { performance } from 'node:perf_hooks';
 import { HiermemError } from '../errors.js';
 
@@ -60,4 +61,14 @@ export class PhaseBars<P extends string> {
     this.bar?.stop();
     this.bar = null;
   }
+}
+
+/** The options naming a corpus to stream (the readers of lib/data/readers), shared by prepare and cluster. */
+export function addCorpusOptions(cmd: Command): Command {
+  return cmd
+    .option('--corpus <path>', 'a file, folder or quoted glob ("shards/*.jsonl.gz"; text, JSONL, .gz, Parquet); repeat for more',
+      (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .addOption(new Option('--format <format>', 'corpus format (auto: by extension; .gz is decompressed)').choices(['auto', 'text', 'lines', 'jsonl', 'parquet']).default('auto'))
+    .option('--field <name>', 'JSONL field / Parquet column holding the text', 'text')
+    .option('--text-column <name>', 'same as --field (the Parquet text column)');
 }

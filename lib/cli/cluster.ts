@@ -3,12 +3,12 @@
  * document in a streaming pass (lib/retrieval/cluster-corpus.ts), with progress and a summary.
  * Registered on the program by main.ts.
  */
-import { Command, Option } from 'commander';
+import type { Command } from 'commander';
 import { availableParallelism } from 'node:os';
 import { HiermemError } from '../errors.js';
 import { clusterCorpus, DEFAULT_CLUSTER_SAMPLE, type ClusterProgress } from '../retrieval/cluster-corpus.js';
 import type { CorpusFormat } from '../data/readers/index.js';
-import { int, PhaseBars, skippedRecordLine } from './args.js';
+import { int, PhaseBars, skippedRecordLine, addCorpusOptions } from './args.js';
 
 interface ClusterFlags {
   corpus: string[]; format: CorpusFormat; field: string; textColumn?: string; k: number; levels: number; seed: number; sample: number;
@@ -55,12 +55,8 @@ async function cmdCluster(f: ClusterFlags): Promise<void> {
 
 /** Adds `cluster` to the program. */
 export function registerClusterCommand(program: Command): void {
-  program.command('cluster')
+  addCorpusOptions(program.command('cluster'))
     .description('fit the retrieval tree (hierarchical k-means over document embeddings) on a sample, then route every document')
-    .option('--corpus <path>', 'a file, folder or quoted glob (text, JSONL, .gz, Parquet); repeat for more', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .addOption(new Option('--format <format>', 'corpus format (auto: by extension; .gz is decompressed)').choices(['auto', 'text', 'lines', 'jsonl', 'parquet']).default('auto'))
-    .option('--field <name>', 'JSONL field / Parquet column holding the text', 'text')
-    .option('--text-column <name>', 'same as --field (the Parquet text column)')
     .option('--k <n>', 'branching factor', int, 8)
     .option('--levels <p>', 'tree depth', int, 2)
     .option('--seed <n>', 'seed', int, 1)

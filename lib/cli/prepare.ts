@@ -3,14 +3,14 @@
  * with a tree, packed training sequences on disk (lib/data/prepare.ts), with a progress bar and a
  * summary. Registered on the program by main.ts.
  */
-import { Command, Option } from 'commander';
+import type { Command } from 'commander';
 import { availableParallelism } from 'node:os';
 import { HiermemError } from '../errors.js';
 import { MODEL_PRESETS } from '../model/config.js';
 import { prepareData, type PrepareProgress } from '../data/prepare.js';
 import { loadHfTokenizer } from '../data/hf-tokenizer.js';
 import type { CorpusFormat } from '../data/readers/index.js';
-import { int, PhaseBars, skippedRecordLine } from './args.js';
+import { int, PhaseBars, skippedRecordLine, addCorpusOptions } from './args.js';
 
 interface PrepareFlags {
   corpus: string[]; format: CorpusFormat; field: string; textColumn?: string; tree?: string; seqLen: number; out: string; threads: number;
@@ -64,12 +64,8 @@ async function cmdPrepare(f: PrepareFlags): Promise<void> {
 
 /** Adds `prepare` to the program. */
 export function registerPrepareCommand(program: Command): void {
-  program.command('prepare')
+  addCorpusOptions(program.command('prepare'))
     .description('tokenise a corpus once into memory-mappable token shards (with --tree: routed and packed per leaf) for train --data')
-    .option('--corpus <path>', 'a file, folder or quoted glob ("shards/*.jsonl.gz"); repeat for more', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .addOption(new Option('--format <format>', 'corpus format (auto: by extension; .gz is decompressed)').choices(['auto', 'text', 'lines', 'jsonl', 'parquet']).default('auto'))
-    .option('--field <name>', 'JSONL field / Parquet column holding the text', 'text')
-    .option('--text-column <name>', 'same as --field (the Parquet text column)')
     .option('--tree <file>', 'a retrieval tree from `hiermem cluster`: route every document and pack sequences per leaf')
     .option('--tokenizer <file>', 'a Hugging Face tokenizer.json (default: bytes); train --data then uses it')
     .option('--seq-len <n>', 'length of packed sequences (the model\'s seqLen)', int, MODEL_PRESETS.small!.seqLen)
