@@ -20,6 +20,7 @@ import { HiermemError } from '../lib/errors.js';
 import { loadNative } from '../lib/native.js';
 import type { NativeMpi } from '../lib/dist/mpi.js';
 import { rankData, sha, documents, TINY } from './dist-mpi-worker.js';
+import { assertSliceRunsMatch, rankJson } from './dist-checks.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-mpi-worker.js');
@@ -50,10 +51,6 @@ function launch(np: number, args: string[], timeoutMs = 30_000, env: NodeJS.Proc
     const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
     child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr, ms: Date.now() - t0 }); });
   });
-}
-
-async function rankJson<T>(dir: string, rank: number): Promise<T> {
-  return JSON.parse(await readFile(path.join(dir, `rank-${rank}.json`), 'utf8')) as T;
 }
 
 test('the reference sum adds in rank order; rank seeds keep rank 0 and differ elsewhere; launcher size', () => {
@@ -135,19 +132,7 @@ test('2 ranks x batch 2 equal 1 rank x batch 4 (loss and parameters, fp32 tolera
       launch(2, [WORKER, 'slice', d2, 'mpi', '2', String(steps)])]);
     assert.equal(one.code, 0, one.stderr);
     assert.equal(two.code, 0, two.stderr);
-    const a = await rankJson<{ losses: number[]; params: string }>(d1, 0);
-    const b0 = await rankJson<{ losses: number[]; params: string }>(d2, 0);
-    const b1 = await rankJson<{ losses: number[]; params: string }>(d2, 1);
-    assert.equal(b0.params, b1.params, 'ranks hold bit-identical parameters');
-    assert.deepEqual(b0.losses, b1.losses, 'ranks report the same loss');
-    assert.equal(a.losses.length, steps);
-    for (let i = 0; i < steps; i++) assert.ok(Math.abs(a.losses[i]! - b0.losses[i]!) < 1e-5, `loss ${i}: ${a.losses[i]} vs ${b0.losses[i]}`);
-    const pa = new Float32Array((await readFile(path.join(d1, 'rank-0.f32'))).buffer.slice(0));
-    const pb = new Float32Array((await readFile(path.join(d2, 'rank-0.f32'))).buffer.slice(0));
-    assert.equal(pa.length, pb.length);
-    let maxDiff = 0;
-    for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i]! - pb[i]!));
-    assert.ok(maxDiff < 1e-4, `max parameter difference ${maxDiff}`);
+    await assertSliceRunsMatch(d1, d2, steps);
   } finally {
     await rm(d1, { recursive: true, force: true });
     await rm(d2, { recursive: true, force: true });

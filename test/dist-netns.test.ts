@@ -22,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { orderedSum } from '../lib/dist/communicator.js';
 import { rankData, sha } from './dist-mpi-worker.js';
+import { assertSliceRunsMatch, rankJson } from './dist-checks.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-mpi-worker.js');
@@ -152,10 +153,6 @@ function launchOne(args: string[]): Promise<Done> {
   });
 }
 
-async function rankJson<T>(dir: string, rank: number): Promise<T> {
-  return JSON.parse(await readFile(path.join(dir, `rank-${rank}.json`), 'utf8')) as T;
-}
-
 /** The network namespace's inode (what /proc/<pid>/ns/net links to) of one of ours. */
 function nsInode(ns: string): string {
   return String(statSync(path.join('/run/netns', ns)).ino);
@@ -203,18 +200,7 @@ test('two machines: one MPI rank in each of two network namespaces over TCP; the
         launchPair(work, [process.execPath, WORKER, 'slice', d2, 'mpi', '2', String(steps)])]);
       assert.equal(one.code, 0, one.stderr);
       assert.equal(two.code, 0, `mpirun failed after ${two.ms} ms (signal ${two.signal}):\n${two.stderr}`);
-      const a = await rankJson<{ losses: number[]; params: string }>(d1, 0);
-      const [b0, b1] = [await rankJson<{ losses: number[]; params: string }>(d2, 0), await rankJson<{ losses: number[]; params: string }>(d2, 1)];
-      assert.equal(b0.params, b1.params, 'ranks hold bit-identical parameters');
-      assert.deepEqual(b0.losses, b1.losses);
-      assert.equal(a.losses.length, steps);
-      for (let i = 0; i < steps; i++) assert.ok(Math.abs(a.losses[i]! - b0.losses[i]!) < 1e-5, `loss ${i}: ${a.losses[i]} vs ${b0.losses[i]}`);
-      const pa = new Float32Array((await readFile(path.join(d1, 'rank-0.f32'))).buffer.slice(0));
-      const pb = new Float32Array((await readFile(path.join(d2, 'rank-0.f32'))).buffer.slice(0));
-      assert.equal(pa.length, pb.length);
-      let maxDiff = 0;
-      for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i]! - pb[i]!));
-      assert.ok(maxDiff < 1e-4, `max parameter difference ${maxDiff}`);
+      await assertSliceRunsMatch(d1, d2, steps);
     });
 
     await t.test('prepareRun across the link: the anchor bit-identical on both ranks; rank 0 alone writes', async () => {

@@ -1,0 +1,32 @@
+/**
+ * Checks shared by the MPI tests (one machine, test/dist-mpi.test.ts; two namespaces,
+ * test/dist-netns.test.ts) on what test/dist-mpi-worker.ts writes: rank-<r>.json and rank-<r>.f32.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+
+export async function rankJson<T>(dir: string, rank: number): Promise<T> {
+  return JSON.parse(await readFile(path.join(dir, `rank-${rank}.json`), 'utf8')) as T;
+}
+
+/**
+ * `one` holds a 1-rank run of batch 2b, `two` a 2-rank run of batch b each (the worker's 'slice'
+ * mode), both `steps` steps: the ranks agree bit for bit, and the 2-rank run matches the 1-rank one
+ * within fp32 tolerance (losses 1e-5, parameters 1e-4).
+ */
+export async function assertSliceRunsMatch(one: string, two: string, steps: number): Promise<void> {
+  const a = await rankJson<{ losses: number[]; params: string }>(one, 0);
+  const b0 = await rankJson<{ losses: number[]; params: string }>(two, 0);
+  const b1 = await rankJson<{ losses: number[]; params: string }>(two, 1);
+  assert.equal(b0.params, b1.params, 'ranks hold bit-identical parameters');
+  assert.deepEqual(b0.losses, b1.losses, 'ranks report the same loss');
+  assert.equal(a.losses.length, steps);
+  for (let i = 0; i < steps; i++) assert.ok(Math.abs(a.losses[i]! - b0.losses[i]!) < 1e-5, `loss ${i}: ${a.losses[i]} vs ${b0.losses[i]}`);
+  const pa = new Float32Array((await readFile(path.join(one, 'rank-0.f32'))).buffer.slice(0));
+  const pb = new Float32Array((await readFile(path.join(two, 'rank-0.f32'))).buffer.slice(0));
+  assert.equal(pa.length, pb.length);
+  let maxDiff = 0;
+  for (let i = 0; i < pa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pa[i]! - pb[i]!));
+  assert.ok(maxDiff < 1e-4, `max parameter difference ${maxDiff}`);
+}
