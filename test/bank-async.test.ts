@@ -21,7 +21,7 @@ import { readSafetensorsHeader } from '../lib/io/safetensors.js';
 import { loadNative } from '../lib/native.js';
 import type { NativeMemoryBank } from '../lib/native-types.js';
 import { HiermemError } from '../lib/errors.js';
-import { Rng } from './helpers.js';
+import { randomPathBatch } from './helpers.js';
 
 const isCode = (code: string) => (e: unknown) => e instanceof HiermemError && e.code === code;
 const CFG = { vocabSize: 13, dModel: 10, nLayers: 3, nHeads: 2, headDim: 4, ffnHidden: 14, seqLen: 6, seed: 2 };
@@ -29,16 +29,7 @@ const SPEC = resolveMemorySpec({ k: 3, levels: [2, 3, 1], generic: true }, CFG);
 const STEP = { anchorLr: 1e-2, memoryLr: 5e-2, memoryWeightDecay: 1e-3, freezeAnchor: false };
 const HYPER = { lr: 0.02, beta1: 0.9, beta2: 0.95, eps: 1e-8, gradScale: 1 };
 
-function batch(seed: number, paths: number[][]): PathBatch {
-  const rng = new Rng(seed);
-  const B = paths.length, T = CFG.seqLen;
-  return {
-    tokens: new Int32Array(B * T).map(() => rng.int(CFG.vocabSize)),
-    targets: new Int32Array(B * T).map(() => rng.int(CFG.vocabSize)),
-    batchSize: B,
-    paths: Int32Array.from(paths.flat()),
-  };
-}
+const batch = (seed: number, paths: number[][]): PathBatch => randomPathBatch(seed, paths, CFG.vocabSize, CFG.seqLen);
 const batchPaths = (s: number) => [[s % 3, 3 * (s % 3) + 1, 9 * (s % 3) + 4], [-1, -1, -1], [1, 4, 13]];
 
 /** The native object behind a MemoryBank (its calls are what "synchronous bank call" means). */

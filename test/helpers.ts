@@ -5,6 +5,7 @@
  * Nothing here touches the native addon, so every helper can be used by any test.
  */
 import assert from 'node:assert/strict';
+import type { PathBatch } from '../lib/memory/memory-model.js';
 
 // ---- PRNG ------------------------------------------------------------------------------------
 
@@ -77,6 +78,18 @@ export class Rng {
 // ---- array makers ----------------------------------------------------------------------------
 
 /** Float32Array of n normals times `scale` (values are exactly float32, so f64 copies are exact). */
+/** A batch of random tokens and targets in [0, vocab) for the given (B, levels) paths (-1: no memory). */
+export function randomPathBatch(seed: number, paths: number[][], vocab: number, seqLen: number): PathBatch {
+  const rng = new Rng(seed);
+  const B = paths.length;
+  return {
+    tokens: new Int32Array(B * seqLen).map(() => rng.int(vocab)),
+    targets: new Int32Array(B * seqLen).map(() => rng.int(vocab)),
+    batchSize: B,
+    paths: Int32Array.from(paths.flat()),
+  };
+}
+
 export function randn32(rng: Rng, n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = rng.normal() * scale;

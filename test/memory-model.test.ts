@@ -10,7 +10,7 @@ import { HierarchicalModel, slotsOf, type PathBatch } from '../lib/memory/memory
 import { memorySizes, resolveMemorySpec, layerToMemory } from '../lib/memory/spec.js';
 import { HiermemError } from '../lib/errors.js';
 import { modelLoss64 } from './reference/model64.js';
-import { Rng, fdGrad } from './helpers.js';
+import { Rng, fdGrad, randomPathBatch } from './helpers.js';
 
 const isCode = (code: string) => (e: unknown) => e instanceof HiermemError && e.code === code;
 
@@ -53,16 +53,7 @@ function randomize(model: AnchorModel, seed: number): void {
   }
 }
 
-function batchWithPaths(seed: number, paths: number[][]): PathBatch {
-  const rng = new Rng(seed);
-  const B = paths.length, T = CFG.seqLen;
-  return {
-    tokens: new Int32Array(B * T).map(() => rng.int(CFG.vocabSize)),
-    targets: new Int32Array(B * T).map(() => rng.int(CFG.vocabSize)),
-    batchSize: B,
-    paths: Int32Array.from(paths.flat()),
-  };
-}
+const batchWithPaths = (seed: number, paths: number[][]): PathBatch => randomPathBatch(seed, paths, CFG.vocabSize, CFG.seqLen);
 
 test('a fresh memory changes nothing: loss with fetched blocks equals the anchor alone, bit for bit', async () => {
   const anchor = AnchorModel.create(CFG, { maxBatch: 3 });
