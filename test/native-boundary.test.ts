@@ -104,12 +104,8 @@ function isArrayArg(v: unknown): v is Float32Array | Int32Array | Float64Array {
   return v instanceof Float32Array || v instanceof Int32Array || v instanceof Float64Array;
 }
 
-/**
- * Calls `fn(...args())` once as given (must succeed), then with each argument replaced by each
- * hostile value. Detached buffers and other kinds of typed array in a typed-array slot must fail.
- */
-function sweep(name: string, fn: (...a: unknown[]) => unknown, args: () => unknown[]): void {
-  assert.equal(outcome(`${name}(valid)`, () => fn(...args())), 'ok', `${name} with valid arguments`);
+/** Each argument of `args()` replaced in turn by each hostile value for it: the calls a sweep makes. */
+function* hostileCalls(name: string, args: () => unknown[]): Generator<{ label: string; valid: unknown; v: unknown; a: unknown[] }> {
   const n = args().length;
   for (let i = 0; i < n; i++) {
     const valid = args()[i];
@@ -117,34 +113,31 @@ function sweep(name: string, fn: (...a: unknown[]) => unknown, args: () => unkno
       const a = args();
       const v = make();
       a[i] = v;
-      const r = outcome(`${name} arg ${i} = ${label}`, () => fn(...a));
-      if (isArrayArg(valid) && ArrayBuffer.isView(v)) {
-        const wrongKind = v.constructor !== valid.constructor;
-        if (label.startsWith('detached') || wrongKind) {
-          assert.ok(r instanceof HiermemError, `${name} arg ${i} = ${label} must be refused`);
-          assert.equal(r.code, 'E_INVALID_ARGUMENT', `${name} arg ${i} = ${label}: ${r.message}`);
-        }
-      }
+      yield { label: `${name} arg ${i} = ${label}`, valid, v, a };
     }
   }
+}
+
+/** Detached buffers and other kinds of typed array in a typed-array slot must be refused. */
+function checkRefused(call: { label: string; valid: unknown; v: unknown }, r: unknown): void {
+  const { label, valid, v } = call;
+  if (!isArrayArg(valid) || !ArrayBuffer.isView(v)) return;
+  if (label.includes(' = detached') || v.constructor !== valid.constructor) {
+    assert.ok(r instanceof HiermemError, `${label} must be refused`);
+    assert.equal(r.code, 'E_INVALID_ARGUMENT', `${label}: ${r.message}`);
+  }
+}
+
+/** Calls `fn(...args())` once as given (must succeed), then every hostile call. */
+function sweep(name: string, fn: (...a: unknown[]) => unknown, args: () => unknown[]): void {
+  assert.equal(outcome(`${name}(valid)`, () => fn(...args())), 'ok', `${name} with valid arguments`);
+  for (const call of hostileCalls(name, args)) checkRefused(call, outcome(call.label, () => fn(...call.a)));
 }
 
 /** sweep for an entry point that returns a Promise: every call is awaited (a bank is busy until then). */
 async function sweepAsync(name: string, fn: (...a: unknown[]) => Promise<unknown>, args: () => unknown[]): Promise<void> {
   assert.equal(await outcomeAsync(`${name}(valid)`, () => fn(...args())), 'ok', `${name} with valid arguments`);
-  const n = args().length;
-  for (let i = 0; i < n; i++) {
-    const valid = args()[i];
-    for (const [label, make] of hostileFor(valid)) {
-      const a = args();
-      const v = make();
-      a[i] = v;
-      const r = await outcomeAsync(`${name} arg ${i} = ${label}`, async () => fn(...a));
-      if (isArrayArg(valid) && ArrayBuffer.isView(v) && (label.startsWith('detached') || v.constructor !== valid.constructor)) {
-        assert.ok(r instanceof HiermemError && r.code === 'E_INVALID_ARGUMENT', `${name} arg ${i} = ${label} must be refused`);
-      }
-    }
-  }
+  for (const call of hostileCalls(name, args)) checkRefused(call, await outcomeAsync(call.label, async () => fn(...call.a)));
 }
 
 // ---- shapes of the valid calls ------------------------------------------------------------------
