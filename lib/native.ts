@@ -126,6 +126,19 @@ function addonFromEnv(): NativeAddon | undefined {
   }
 }
 
+/** Loads `file` and records where it came from; a failure is added to `tried` and gives undefined. */
+function tryLoad(file: string, source: NativeAddonSource, tried: Attempt[]): NativeAddon | undefined {
+  try {
+    const addon = require(file) as NativeAddon;
+    cachedPath = file;
+    cachedSource = source;
+    return addon;
+  } catch (e) {
+    tried.push({ where: file, error: firstLine(e, file), cause: e });
+    return undefined;
+  }
+}
+
 /**
  * The platform package's prebuild. Not installed: undefined, silently. Installed but not loadable
  * (wrong glibc, truncated download): undefined too, with the reason added to `tried`, so that a
@@ -137,17 +150,7 @@ function addonFromPlatformPackage(root: string, tried: Attempt[]): NativeAddon |
   else if (dir === null && PREBUILT_PLATFORMS.includes(`${process.platform}-${process.arch}`)) {
     tried.push({ where: PLATFORM_PACKAGE, error: 'not installed' }); // only reported if nothing else loads
   }
-  if (dir === null) return undefined;
-  const file = path.join(dir, ADDON_FILE);
-  try {
-    const addon = require(file) as NativeAddon;
-    cachedPath = file;
-    cachedSource = 'platform-package';
-    return addon;
-  } catch (e) {
-    tried.push({ where: file, error: firstLine(e, file), cause: e });
-    return undefined;
-  }
+  return dir === null ? undefined : tryLoad(path.join(dir, ADDON_FILE), 'platform-package', tried);
 }
 
 /**
@@ -157,16 +160,7 @@ function addonFromPlatformPackage(root: string, tried: Attempt[]): NativeAddon |
  */
 function addonFromLocalBuild(root: string, tried: Attempt[]): NativeAddon | undefined {
   const file = path.join(root, 'build', 'Release', ADDON_FILE);
-  if (!existsSync(file)) return undefined;
-  try {
-    const addon = require(file) as NativeAddon;
-    cachedPath = file;
-    cachedSource = 'local-build';
-    return addon;
-  } catch (e) {
-    tried.push({ where: file, error: firstLine(e, file), cause: e });
-    return undefined;
-  }
+  return existsSync(file) ? tryLoad(file, 'local-build', tried) : undefined;
 }
 
 /** node-gyp-build's search of this package (build/Release, prebuilds/<platform>-<arch>); throws with every place tried. */
@@ -180,15 +174,10 @@ function addonFromPackage(root: string, tried: Attempt[]): NativeAddon {
     const where = `${path.join(root, 'build', 'Release', ADDON_FILE)} or ${path.join(root, 'prebuilds', platformDir) + path.sep}`;
     tried.push({ where, error: firstLine(e), cause: e });
   }
-  if (file !== null) {
-    try {
-      const addon = require(file) as NativeAddon;
-      cachedPath = file;
-      cachedSource = file.split(path.sep).includes('prebuilds') ? 'prebuild' : 'local-build';
-      return addon;
-    } catch (e) {
-      tried.push({ where: file, error: firstLine(e, file), cause: e });
-    }
+  // a local build that failed to load above is not tried (or reported) twice
+  if (file !== null && !tried.some((t) => t.where === file)) {
+    const addon = tryLoad(file, file.split(path.sep).includes('prebuilds') ? 'prebuild' : 'local-build', tried);
+    if (addon) return addon;
   }
   throw unavailable(tried);
 }
