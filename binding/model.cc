@@ -22,14 +22,17 @@ using namespace hm;
 // anchor_param_count, before anything is allocated.
 static double param_count(const ModelDims& d) {
   const double V = (double)d.V, C = (double)d.C, L = (double)d.L, D = (double)d.H * (double)d.hd, F = (double)d.F;
-  return V * C + L * (2 * C + 3 * D * C + 2 * D + C * D + 3 * F * C) + C;
+  const double Dkv = (double)d.KV() * (double)d.hd, W = D + 2 * Dkv;
+  const double layer = 2 * C + W * C + (d.qkv_bias ? W : 0) + (d.qk_norm ? D + Dkv : 0) + C * D + 3 * F * C;
+  return V * C + L * layer + C + (d.tie_embeddings ? 0 : V * C);
 }
 
 // Bytes of the activation buffers an AnchorModel allocates for max_batch rows (see its constructor).
 static double activation_bytes(const ModelDims& d, int64_t max_batch, int64_t R, int64_t Lm) {
   const double B = (double)max_batch, N = B * (double)d.T, C = (double)d.C, D = (double)d.H * (double)d.hd, F = (double)d.F;
   const double NR = N * (double)R;
-  const double per_layer = 4 * N * C + 4 * N + 6 * N * D + B * (double)d.H * (double)d.T + 2 * N * F;
+  const double Dkv = (double)d.KV() * (double)d.hd;  // qkv (N, D + 2 Dkv), q (N, D), k (N, Dkv), att (N, D)
+  const double per_layer = 4 * N * C + 4 * N + N * (3 * D + 3 * Dkv) + B * (double)d.H * (double)d.T + 2 * N * F;
   const double chunk = (double)classifier_chunk_rows(std::min<int64_t>(max_batch * d.T, INT64_C(1) << 40), d.V);
   return 4 * ((double)d.L * per_layer + 2 * NR * (double)Lm + 2 * N * C + 3 * N + chunk * (double)d.V + 2 * N + N * F +
               (NR > 0 ? 5 * NR : 0));
@@ -219,14 +222,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return out;
   }
 
-  // kvCacheCreate() -> NativeKVCache: K and V (L, seqLen, H*hd) for one sequence of this model.
+  // kvCacheCreate() -> NativeKVCache: K and V (L, seqLen, nKvHeads*hd) for one sequence of this model.
   Napi::Value KVCacheCreate(const Napi::CallbackInfo& info) {
     auto env = info.Env();
     check_idle(env);
     const auto& d = model_->dims();
-    const double n = (double)d.L * (double)d.T * (double)d.D();
+    const double n = (double)d.L * (double)d.T * (double)d.Dkv();
     check_fits_in_memory(env, "a KV cache of " + std::to_string(d.L) + " layers x seqLen " + std::to_string(d.T) + " x " +
-                                  std::to_string(d.D()), 8 * n);
+                                  std::to_string(d.Dkv()), 8 * n);
     auto st = std::make_shared<KVState>();
     st->model_id = id_;
     try {

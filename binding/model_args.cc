@@ -31,6 +31,42 @@ ModelDims parse_dims(Napi::Env env, Napi::Value v) {
   d.norm_eps = (float)num("normEps", 0, 1, false);
   d.rope_base = num("ropeBase", 1.0001, 1e12, false);
   if (d.hd % 2) fail(env, "E_CONFIG_INVALID", "headDim must be even (rotary embeddings rotate pairs)");
+  // the Llama-family fields: absent (undefined) = today's anchor
+  auto given = [&](const char* k) { auto x = o.Get(k); return !x.IsUndefined(); };
+  auto flag = [&](const char* k, bool dflt) {
+    if (!given(k)) return dflt;
+    auto x = o.Get(k);
+    if (!x.IsBoolean()) fail(env, "E_CONFIG_INVALID", std::string(k) + " must be a boolean");
+    return x.As<Napi::Boolean>().Value();
+  };
+  d.Hkv = given("nKvHeads") ? (int64_t)num("nKvHeads", 1, (double)d.H, true) : d.H;
+  if (d.H % d.Hkv) fail(env, "E_CONFIG_INVALID", "nKvHeads must divide nHeads (grouped-query attention)");
+  d.qk_norm = flag("qkNorm", true);
+  d.qkv_bias = flag("qkvBias", false);
+  d.tie_embeddings = flag("tieEmbeddings", true);
+  auto rs = o.Get("ropeScaling");
+  if (!rs.IsUndefined() && !rs.IsNull()) {
+    if (!rs.IsObject()) fail(env, "E_CONFIG_INVALID", "ropeScaling must be null or an object");
+    auto r = rs.As<Napi::Object>();
+    auto type = r.Get("type");
+    if (!type.IsString() || type.As<Napi::String>().Utf8Value() != "llama3")
+      fail(env, "E_CONFIG_INVALID", "ropeScaling.type must be \"llama3\"");
+    auto pos = [&](const char* k) {
+      auto x = r.Get(k);
+      const double v = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+      if (!(std::isfinite(v) && v > 0))
+        fail(env, "E_CONFIG_INVALID", std::string("ropeScaling.") + k + " must be a finite number > 0");
+      return v;
+    };
+    d.rope_scaling.kind = 1;
+    d.rope_scaling.factor = pos("factor");
+    d.rope_scaling.low_freq_factor = pos("lowFreqFactor");
+    d.rope_scaling.high_freq_factor = pos("highFreqFactor");
+    d.rope_scaling.original_max_positions = pos("originalMaxPositions");
+    if (d.rope_scaling.factor < 1) fail(env, "E_CONFIG_INVALID", "ropeScaling.factor must be >= 1");
+    if (!(d.rope_scaling.high_freq_factor > d.rope_scaling.low_freq_factor))
+      fail(env, "E_CONFIG_INVALID", "ropeScaling.highFreqFactor must exceed lowFreqFactor");
+  }
   return d;
 }
 

@@ -10,7 +10,8 @@
 #include "anchor_model.h"
 
 namespace hmb {
-// dims = { vocabSize, dModel, nLayers, nHeads, headDim, ffnHidden, seqLen, normEps, ropeBase }
+// dims = { vocabSize, dModel, nLayers, nHeads, headDim, ffnHidden, seqLen, normEps, ropeBase,
+//          nKvHeads?, qkNorm?, qkvBias?, tieEmbeddings?, ropeScaling? } (absent: today's anchor)
 hm::ModelDims parse_dims(Napi::Env env, Napi::Value v);
 // memory = { R, layerToMemory: Int32Array (L) } or anything else for "no memory layers"
 hm::MemoryConfig parse_memory_config(Napi::Env env, Napi::Value v, int64_t L);

@@ -2,6 +2,9 @@
 // the full q/k vectors, RoPE, causal attention, SwiGLU FFN, no biases, tied embeddings.
 //   h   = x + Wo · Attn(rope(qnorm(Wq u)), rope(knorm(Wk u)), Wv u),  u = norm1(x)
 //   out = h + W3 · (silu(W1 v) ⊙ W2 v),                                v = norm2(h)
+// Generalised to the Llama family by ModelDims' flags: grouped-query attention (Hkv kv heads),
+// QK-norm optional (qnorm/knorm = identity), q/k/v biases (Wqkv u + bqkv), an untied output head
+// (logits = lnf · lm_head^T instead of · wte^T) and Llama-3.1 RoPE frequency scaling.
 // Parameters and gradients live in caller-owned flat buffers (plain data, llm.c style); this
 // struct only holds dims, pointers into those buffers and the activation scratch.
 #pragma once
@@ -26,13 +29,16 @@ struct TensorSlot {
 std::vector<TensorSlot> anchor_layout(const ModelDims& d);
 int64_t anchor_param_count(const ModelDims& d);
 
+// bqkv is null without qkv_bias, q_norm / k_norm null without qk_norm.
 struct LayerParams {
-  float *attn_norm, *wqkv, *q_norm, *k_norm, *wo, *ffn_norm, *w1, *w2, *w3;
+  float *attn_norm, *wqkv, *bqkv, *q_norm, *k_norm, *wo, *ffn_norm, *w1, *w2, *w3;
 };
+// head: the output projection (V, C): lm_head, or wte itself when the embeddings are tied.
 struct AnchorParams {
   float* wte;
   std::vector<LayerParams> layers;
   float* final_norm;
+  float* head;
 };
 AnchorParams anchor_params_view(const ModelDims& d, float* base);
 
@@ -64,7 +70,8 @@ struct Batch {
 
 // Incremental decoding state of one sequence (batch 1): per layer, the keys (after QK-norm and
 // RoPE) and values of every position seen so far, so that a new token attends to them without
-// recomputing the prefix. k, v: (L, T, D) with T = dims.T (the model's max sequence length);
+// recomputing the prefix. k, v: (L, T, D) with T = dims.T (the model's max sequence length) and
+// D = dims.Dkv() (the kv heads only: grouped-query attention shrinks the cache by H / Hkv);
 // rows [0, len) of each layer are filled. A full cache (len == T) cannot take another token: the
 // caller falls back to re-running a sliding window through last_logits (what generation did
 // before the cache existed), because dropping the oldest token changes every later key.
@@ -73,8 +80,8 @@ struct KVCache {
   std::vector<float> k, v;
   KVCache() = default;
   explicit KVCache(const ModelDims& d)
-      : L(d.L), T(d.T), D(d.D()), k((size_t)(d.L * d.T * d.D())), v((size_t)(d.L * d.T * d.D())) {}
-  bool fits(const ModelDims& d) const { return L == d.L && T == d.T && D == d.D(); }
+      : L(d.L), T(d.T), D(d.Dkv()), k((size_t)(d.L * d.T * d.Dkv())), v((size_t)(d.L * d.T * d.Dkv())) {}
+  bool fits(const ModelDims& d) const { return L == d.L && T == d.T && D == d.Dkv(); }
   float* k_at(int64_t l, int64_t t) { return k.data() + (l * T + t) * D; }
   float* v_at(int64_t l, int64_t t) { return v.data() + (l * T + t) * D; }
 };
@@ -104,7 +111,8 @@ class AnchorModel {
 
  private:
   struct LayerActs {
-    // qkv (N, 3D): [q_raw | k_raw | v] of each row, one GEMM over the stacked wqkv; gu (N, 2F):
+    // qkv (N, W): [q_raw | k_raw | v] of each row (W = D + 2 Dkv; biases added), one GEMM over the stacked
+    // wqkv; q (N, D), k (N, Dkv): normed (if qk_norm) and rotated; gu (N, 2F):
     // [gate | up] of each row, one GEMM over [w1; w2]
     std::vector<float> x_in, ln1, ln1_rstd, qkv, q_rstd, k_rstd, q, k, att, lse, h_mid, ln2, ln2_rstd, gu, gate_m,
         up_m;
@@ -124,6 +132,7 @@ class AnchorModel {
   // decode_step scratch (one row)
   std::vector<float> dec_x_, dec_h_, dec_ln_, dec_qkv_, dec_q_, dec_att_, dec_gate_, dec_up_, dec_hidden_, dec_gate_m_,
       dec_up_m_, dec_mem_hidden_;
+  RopeTable dec_rope_;
   // backward scratch
   std::vector<float> dresid_, dln_, dqkv_, datt_, dq_, dk_, s_h_, s_dh_, s_dgu_, ffn_hidden_, mem_hidden_, mem_scratch_;
   RopeTable rope_;  // of the current batch's positions (forward builds it, backward reuses it)

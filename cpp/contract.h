@@ -12,12 +12,31 @@
 namespace hm {
 
 // ---- model shape ---------------------------------------------------------------------------------
+// Llama-3.1 frequency scaling of the rotary embedding (kind 1; 0 = none), as Hugging Face
+// transformers' _compute_llama3_parameters: wavelengths longer than
+// original_max_positions / low_freq_factor are divided by `factor`, shorter than
+// original_max_positions / high_freq_factor kept, and those between interpolated smoothly.
+struct RopeScaling {
+  int32_t kind = 0;
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4, original_max_positions = 8192;
+};
+
 // The anchor transformer's dimensions. No layer cap: per-layer data goes with pointers or vectors.
+// The members after rope_base generalise it to the Llama family; their initialisers are today's
+// anchor, so dims written as {V, C, L, H, hd, F, T, eps, base} keep meaning what they meant.
 struct ModelDims {
   int64_t V, C, L, H, hd, F, T;  // vocab, d_model, layers, heads, head dim, ffn hidden, max seq len
   float norm_eps;
   double rope_base;
-  int64_t D() const { return H * hd; }
+  int64_t Hkv = 0;              // key/value heads (grouped-query attention; H % Hkv == 0); 0 = H
+  bool qk_norm = true;          // RMSNorm over the full q and k rows before RoPE
+  bool qkv_bias = false;        // biases of the q/k/v projection (Qwen2)
+  bool tie_embeddings = true;   // false: a separate output head lm_head (V, C)
+  RopeScaling rope_scaling{};
+  int64_t D() const { return H * hd; }            // width of the q rows (and of attention's output)
+  int64_t KV() const { return Hkv > 0 ? Hkv : H; }  // key/value heads
+  int64_t Dkv() const { return KV() * hd; }       // width of the k and v rows
+  int64_t Wqkv() const { return D() + 2 * Dkv(); }  // rows of the stacked q/k/v projection
 };
 
 // FFN memories as a view: R fetched units in each of Lm memory layers; layer_to_mem has L entries
@@ -32,6 +51,22 @@ struct MemoryGroup {
   int64_t row0, rows;
   int64_t slot;
 };
+
+// Rotation frequency i of a head of hd (i < hd/2): base^(-2i/hd), then the Llama-3.1 scaling
+// (kind 1). In double; the CPU table (cpp/kernels/rope.cc) and the CUDA model's both call this.
+inline double rope_inv_freq_at(int64_t i, int64_t hd, double base, const RopeScaling& sc) {
+  double f = std::pow(base, -2.0 * (double)i / (double)hd);
+  if (sc.kind != 1) return f;
+  const double two_pi = 6.283185307179586476925;
+  const double low_wl = sc.original_max_positions / sc.low_freq_factor;    // longer: divided by factor
+  const double high_wl = sc.original_max_positions / sc.high_freq_factor;  // shorter: kept
+  const double wl = two_pi / f;
+  if (wl > low_wl) return f / sc.factor;
+  if (wl < high_wl) return f;
+  const double smooth =
+      (sc.original_max_positions / wl - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
+  return (1 - smooth) * f / sc.factor + smooth * f;  // between: interpolated
+}
 
 // ---- AdamW -----------------------------------------------------------------------------------------
 // The hyperparameters as the caller gives them.

@@ -21,8 +21,9 @@
 
 // 2: streams, pinned memory, the device model, the optimizer; 3: AdamWArgs.one_minus_beta*;
 // 4: the types of cpp/contract.h (AdamWConsts replaces AdamWArgs; ModelMemory.layer_to_mem is a
-//    pointer to L entries, no 64-layer cap)
-#define HMC_ABI_VERSION 4
+//    pointer to L entries, no 64-layer cap); 5: ModelDims grows the Llama-family fields (Hkv,
+//    qk_norm, qkv_bias, tie_embeddings, rope_scaling)
+#define HMC_ABI_VERSION 5
 
 namespace hmc {
 

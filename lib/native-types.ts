@@ -22,6 +22,16 @@ export interface AnchorDims {
   normEps: number;
   /** RoPE base frequency (paper: 1e5). */
   ropeBase: number;
+  /** Key/value heads (grouped-query attention); omitted = nHeads. */
+  nKvHeads?: number;
+  /** RMSNorm of the q and k rows before RoPE; omitted = true. */
+  qkNorm?: boolean;
+  /** q/k/v projection biases; omitted = false. */
+  qkvBias?: boolean;
+  /** Output head = token embedding; omitted = true. */
+  tieEmbeddings?: boolean;
+  /** Llama-3.1 RoPE frequency scaling; omitted or null = none. */
+  ropeScaling?: { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number } | null;
 }
 
 /** One named parameter tensor inside the flat parameter buffer. */

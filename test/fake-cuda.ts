@@ -72,9 +72,10 @@ extern "C" __attribute__((visibility("default"))) const hmc_api* hmc_get_api(int
 export const FAKE_SOURCE = FAKE_RUNTIME_SOURCE + String.raw`
 namespace {
 struct FakeModel { hmc::ModelDims d; float* grads; int64_t n; };
-int64_t param_count(const hmc::ModelDims& d) {
-  const int64_t D = d.H * d.hd;
-  return d.V * d.C + d.L * (2 * d.C + 3 * D * d.C + 2 * D + d.C * D + 3 * d.F * d.C) + d.C;
+int64_t param_count(const hmc::ModelDims& d) {  // hm::anchor_param_count, Llama-family fields included
+  const int64_t D = d.D(), Dkv = d.Dkv(), W = d.Wqkv();
+  const int64_t layer = 2 * d.C + W * d.C + (d.qkv_bias ? W : 0) + (d.qk_norm ? D + Dkv : 0) + d.C * D + 3 * d.F * d.C;
+  return d.V * d.C + d.L * layer + d.C + (d.tie_embeddings ? 0 : d.V * d.C);
 }
 void* mcreate(const hmc::ModelDims* d, const hmc::ModelMemory*, int64_t, float*, float* grads, int32_t, int32_t* err) {
   *err = 0; return new FakeModel{*d, grads, param_count(*d)};

@@ -181,53 +181,58 @@ static void key_range(const int32_t* ds, int64_t i0, int64_t i1, int64_t* k0, in
 
 void attention_forward_strided(float* out, float* lse, const float* q, const float* k, const float* v,
                                const int32_t* doc_start, int64_t B, int64_t T, int64_t H, int64_t hd,
-                               const AttnStrides& ld) {
+                               const AttnStrides& ld, int64_t Hkv) {
   const float scale = 1.f / std::sqrt((float)hd);
   const bool vec = simd_level() == SimdLevel::avx512;
   const int64_t Tp = (T + 15) / 16 * 16;
-  parallel_for(B * H, [&](int64_t t0, int64_t t1) {
+  if (Hkv <= 0) Hkv = H;
+  const int64_t G = H / Hkv;  // query heads per key/value head
+  // one task per (sequence, kv head): its keys are transposed once for the G query heads that share them
+  parallel_for(B * Hkv, [&](int64_t t0, int64_t t1) {
     std::vector<float> s((size_t)kQueryTile * T), kt(vec ? (size_t)(hd * Tp) : 0);
     for (int64_t task = t0; task < t1; task++) {
-      const int64_t b = task / H, h = task % H;
-      const float* qb = q + b * T * ld.q + h * hd;
-      const float* kb = k + b * T * ld.k + h * hd;
-      const float* vb = v + b * T * ld.v + h * hd;
-      float* ob = out + b * T * ld.o + h * hd;
-      float* lb = lse + (b * H + h) * T;
+      const int64_t b = task / Hkv, hk = task % Hkv;
+      const float* kb = k + b * T * ld.k + hk * hd;
+      const float* vb = v + b * T * ld.v + hk * hd;
       const int32_t* ds = doc_start ? doc_start + b * T : nullptr;
       if (vec) transpose_rows(kt.data(), Tp, kb, ld.k, T, hd);
-      for (int64_t i0 = 0; i0 < T; i0 += kQueryTile) {
-        const int64_t i1 = std::min(T, i0 + kQueryTile), tq = i1 - i0;
-        int64_t k0, k1;
-        key_range(ds, i0, i1, &k0, &k1);
-        const int64_t nk = k1 - k0;
-        // s (tq, nk) = scale * Q_tile K_range^T (the vector path leaves columns past the causal
-        // limit of each row unwritten; the softmax below only reads [lo, hi] and fills the rest)
-        if (vec)
-          tile_gemm(tq, nk, hd, scale, qb + i0 * ld.q, ld.q, 1, kt.data() + k0, Tp, s.data(), nk, false, Causal::cols,
-                    i0 - k0);
-        else
-          gemm(false, true, tq, nk, hd, scale, qb + i0 * ld.q, ld.q, kb + k0 * ld.k, ld.k, 0.f, s.data(), nk);
-        for (int64_t r = 0; r < tq; r++) {
-          const int64_t i = i0 + r;
-          const int64_t lo = (ds ? ds[i] : 0) - k0, hi = i - k0;  // allowed columns [lo, hi]
-          float* sr = s.data() + r * nk;
-          const int64_t w = hi - lo + 1;
-          const float mx = max_of(sr + lo, w);
-          std::fill(sr, sr + lo, 0.f);
-          std::fill(sr + hi + 1, sr + nk, 0.f);
-          const double sum = exp_shift_sum(sr + lo, w, mx);
-          const float inv = (float)(1.0 / sum);
-          for (int64_t j = lo; j <= hi; j++) sr[j] *= inv;
-          lb[i] = mx + (float)std::log(sum);
+      for (int64_t h = hk * G; h < (hk + 1) * G; h++) {
+        const float* qb = q + b * T * ld.q + h * hd;
+        float* ob = out + b * T * ld.o + h * hd;
+        float* lb = lse + (b * H + h) * T;
+        for (int64_t i0 = 0; i0 < T; i0 += kQueryTile) {
+          const int64_t i1 = std::min(T, i0 + kQueryTile), tq = i1 - i0;
+          int64_t k0, k1;
+          key_range(ds, i0, i1, &k0, &k1);
+          const int64_t nk = k1 - k0;
+          // s (tq, nk) = scale * Q_tile K_range^T (the vector path leaves columns past the causal
+          // limit of each row unwritten; the softmax below only reads [lo, hi] and fills the rest)
+          if (vec)
+            tile_gemm(tq, nk, hd, scale, qb + i0 * ld.q, ld.q, 1, kt.data() + k0, Tp, s.data(), nk, false, Causal::cols,
+                      i0 - k0);
+          else
+            gemm(false, true, tq, nk, hd, scale, qb + i0 * ld.q, ld.q, kb + k0 * ld.k, ld.k, 0.f, s.data(), nk);
+          for (int64_t r = 0; r < tq; r++) {
+            const int64_t i = i0 + r;
+            const int64_t lo = (ds ? ds[i] : 0) - k0, hi = i - k0;  // allowed columns [lo, hi]
+            float* sr = s.data() + r * nk;
+            const int64_t w = hi - lo + 1;
+            const float mx = max_of(sr + lo, w);
+            std::fill(sr, sr + lo, 0.f);
+            std::fill(sr + hi + 1, sr + nk, 0.f);
+            const double sum = exp_shift_sum(sr + lo, w, mx);
+            const float inv = (float)(1.0 / sum);
+            for (int64_t j = lo; j <= hi; j++) sr[j] *= inv;
+            lb[i] = mx + (float)std::log(sum);
+          }
+          // O_tile (tq, hd) = P V_range
+          if (vec)
+            tile_gemm(tq, hd, nk, 1.f, s.data(), nk, 1, vb + k0 * ld.v, ld.v, ob + i0 * ld.o, ld.o, false,
+                      Causal::k_end, i0 - k0);
+          else
+            gemm(false, false, tq, hd, nk, 1.f, s.data(), nk, vb + k0 * ld.v, ld.v, 0.f, ob + i0 * ld.o, ld.o);
         }
-        // O_tile (tq, hd) = P V_range
-        if (vec)
-          tile_gemm(tq, hd, nk, 1.f, s.data(), nk, 1, vb + k0 * ld.v, ld.v, ob + i0 * ld.o, ld.o, false, Causal::k_end,
-                    i0 - k0);
-        else
-          gemm(false, false, tq, hd, nk, 1.f, s.data(), nk, vb + k0 * ld.v, ld.v, 0.f, ob + i0 * ld.o, ld.o);
-      }
+      }  // query heads of this kv head
     }
   });
 }
@@ -269,19 +274,22 @@ HM_TARGET_AVX512 static void attention_backward_tile_avx512(
 
 void attention_backward_strided(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                                 const float* v, const float* out, const float* lse, const int32_t* doc_start,
-                                int64_t B, int64_t T, int64_t H, int64_t hd, const AttnStrides& ld, bool accumulate) {
+                                int64_t B, int64_t T, int64_t H, int64_t hd, const AttnStrides& ld, bool accumulate,
+                                int64_t Hkv) {
   const float scale = 1.f / std::sqrt((float)hd);
   const bool vec = simd_level() == SimdLevel::avx512;
   const int64_t Tp = (T + 15) / 16 * 16;
-  parallel_for(B * H, [&](int64_t t0, int64_t t1) {
+  if (Hkv <= 0) Hkv = H;
+  const int64_t G = H / Hkv;
+  // one task per (sequence, kv head): dK and dV of a kv head sum over its G query heads, in head
+  // order, inside one task (no two threads write the same rows)
+  parallel_for(B * Hkv, [&](int64_t t0, int64_t t1) {
     std::vector<float> p((size_t)kQueryTile * T), dp((size_t)kQueryTile * T), di(kQueryTile);
     std::vector<float> kt(vec ? (size_t)(hd * Tp) : 0), vt(vec ? (size_t)(hd * Tp) : 0);
     for (int64_t task = t0; task < t1; task++) {
-      const int64_t b = task / H, h = task % H;
-      const float *qb = q + b * T * ld.q + h * hd, *kb = k + b * T * ld.k + h * hd, *vb = v + b * T * ld.v + h * hd;
-      const float *ob = out + b * T * ld.o + h * hd, *gb = dout + b * T * ld.o + h * hd;
-      float *dqb = dq + b * T * ld.q + h * hd, *dkb = dk + b * T * ld.k + h * hd, *dvb = dv + b * T * ld.v + h * hd;
-      const float* lb = lse + (b * H + h) * T;
+      const int64_t b = task / Hkv, hk = task % Hkv;
+      const float *kb = k + b * T * ld.k + hk * hd, *vb = v + b * T * ld.v + hk * hd;
+      float *dkb = dk + b * T * ld.k + hk * hd, *dvb = dv + b * T * ld.v + hk * hd;
       const int32_t* ds = doc_start ? doc_start + b * T : nullptr;
       if (!accumulate) {  // dK, dV sum over query tiles: start them at zero (dQ rows are written once)
         for (int64_t j = 0; j < T; j++) {
@@ -293,45 +301,51 @@ void attention_backward_strided(float* dq, float* dk, float* dv, const float* do
         transpose_rows(kt.data(), Tp, kb, ld.k, T, hd);
         transpose_rows(vt.data(), Tp, vb, ld.v, T, hd);
       }
-      for (int64_t i0 = 0; i0 < T; i0 += kQueryTile) {
-        const int64_t i1 = std::min(T, i0 + kQueryTile), tq = i1 - i0;
-        int64_t k0, k1;
-        key_range(ds, i0, i1, &k0, &k1);
-        const int64_t nk = k1 - k0, coff = i0 - k0;
-        if (vec) {
-          attention_backward_tile_avx512(p.data(), dp.data(), di.data(), qb + i0 * ld.q, kb + k0 * ld.k, kt.data() + k0,
-                                         vt.data() + k0, Tp, gb + i0 * ld.o, ob + i0 * ld.o, lb + i0,
-                                         ds ? ds + i0 : nullptr, dqb + i0 * ld.q, dkb + k0 * ld.k, dvb + k0 * ld.v, ld,
-                                         tq, nk, k0, coff, hd, scale, accumulate);
-          continue;
+      for (int64_t h = hk * G; h < (hk + 1) * G; h++) {
+        const float* qb = q + b * T * ld.q + h * hd;
+        const float *ob = out + b * T * ld.o + h * hd, *gb = dout + b * T * ld.o + h * hd;
+        float* dqb = dq + b * T * ld.q + h * hd;
+        const float* lb = lse + (b * H + h) * T;
+        for (int64_t i0 = 0; i0 < T; i0 += kQueryTile) {
+          const int64_t i1 = std::min(T, i0 + kQueryTile), tq = i1 - i0;
+          int64_t k0, k1;
+          key_range(ds, i0, i1, &k0, &k1);
+          const int64_t nk = k1 - k0, coff = i0 - k0;
+          if (vec) {
+            attention_backward_tile_avx512(p.data(), dp.data(), di.data(), qb + i0 * ld.q, kb + k0 * ld.k,
+                                           kt.data() + k0, vt.data() + k0, Tp, gb + i0 * ld.o, ob + i0 * ld.o,
+                                           lb + i0, ds ? ds + i0 : nullptr, dqb + i0 * ld.q, dkb + k0 * ld.k,
+                                           dvb + k0 * ld.v, ld, tq, nk, k0, coff, hd, scale, accumulate);
+            continue;
+          }
+          gemm(false, true, tq, nk, hd, scale, qb + i0 * ld.q, ld.q, kb + k0 * ld.k, ld.k, 0.f, p.data(), nk);
+          for (int64_t r = 0; r < tq; r++) {
+            const int64_t i = i0 + r;
+            const int64_t lo = (ds ? ds[i] : 0) - k0, hi = i - k0;
+            float* pr = p.data() + r * nk;
+            std::fill(pr, pr + lo, 0.f);
+            std::fill(pr + hi + 1, pr + nk, 0.f);
+            exp_shift(pr + lo, hi - lo + 1, lb[i]);
+            double d = 0;  // D_i = dO_i . O_i
+            for (int64_t c = 0; c < hd; c++) d += (double)gb[i * ld.o + c] * ob[i * ld.o + c];
+            di[r] = (float)d;
+          }
+          // dV_range += P^T dO_tile
+          gemm(true, false, nk, hd, tq, 1.f, p.data(), nk, gb + i0 * ld.o, ld.o, 1.f, dvb + k0 * ld.v, ld.v);
+          // dP = dO_tile V_range^T
+          gemm(false, true, tq, nk, hd, 1.f, gb + i0 * ld.o, ld.o, vb + k0 * ld.v, ld.v, 0.f, dp.data(), nk);
+          // dS = P * (dP - D)   (stored in dp)
+          for (int64_t r = 0; r < tq; r++) {
+            float* pr = p.data() + r * nk;
+            float* dr = dp.data() + r * nk;
+            for (int64_t j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - di[r]);
+          }
+          // dQ_tile += scale dS K_range ; dK_range += scale dS^T Q_tile
+          gemm(false, false, tq, hd, nk, scale, dp.data(), nk, kb + k0 * ld.k, ld.k, accumulate ? 1.f : 0.f,
+               dqb + i0 * ld.q, ld.q);
+          gemm(true, false, nk, hd, tq, scale, dp.data(), nk, qb + i0 * ld.q, ld.q, 1.f, dkb + k0 * ld.k, ld.k);
         }
-        gemm(false, true, tq, nk, hd, scale, qb + i0 * ld.q, ld.q, kb + k0 * ld.k, ld.k, 0.f, p.data(), nk);
-        for (int64_t r = 0; r < tq; r++) {
-          const int64_t i = i0 + r;
-          const int64_t lo = (ds ? ds[i] : 0) - k0, hi = i - k0;
-          float* pr = p.data() + r * nk;
-          std::fill(pr, pr + lo, 0.f);
-          std::fill(pr + hi + 1, pr + nk, 0.f);
-          exp_shift(pr + lo, hi - lo + 1, lb[i]);
-          double d = 0;  // D_i = dO_i . O_i
-          for (int64_t c = 0; c < hd; c++) d += (double)gb[i * ld.o + c] * ob[i * ld.o + c];
-          di[r] = (float)d;
-        }
-        // dV_range += P^T dO_tile
-        gemm(true, false, nk, hd, tq, 1.f, p.data(), nk, gb + i0 * ld.o, ld.o, 1.f, dvb + k0 * ld.v, ld.v);
-        // dP = dO_tile V_range^T
-        gemm(false, true, tq, nk, hd, 1.f, gb + i0 * ld.o, ld.o, vb + k0 * ld.v, ld.v, 0.f, dp.data(), nk);
-        // dS = P * (dP - D)   (stored in dp)
-        for (int64_t r = 0; r < tq; r++) {
-          float* pr = p.data() + r * nk;
-          float* dr = dp.data() + r * nk;
-          for (int64_t j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - di[r]);
-        }
-        // dQ_tile += scale dS K_range ; dK_range += scale dS^T Q_tile
-        gemm(false, false, tq, hd, nk, scale, dp.data(), nk, kb + k0 * ld.k, ld.k, accumulate ? 1.f : 0.f,
-             dqb + i0 * ld.q, ld.q);
-        gemm(true, false, nk, hd, tq, scale, dp.data(), nk, qb + i0 * ld.q, ld.q, 1.f, dkb + k0 * ld.k, ld.k);
-      }
+      }  // query heads of this kv head
     }
   });
 }
@@ -344,17 +358,19 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 }
 
 void attention_decode(float* out, const float* q, const float* kcache, const float* vcache, int64_t n, int64_t H,
-                      int64_t hd) {
+                      int64_t hd, int64_t Hkv) {
   const float scale = 1.f / std::sqrt((float)hd);
-  const int64_t ld = H * hd;
+  if (Hkv <= 0) Hkv = H;
+  const int64_t ld = Hkv * hd, G = H / Hkv;
   auto heads = [&](int64_t h0, int64_t h1) {
     std::vector<float> s((size_t)n);
     for (int64_t h = h0; h < h1; h++) {
       const float* qh = q + h * hd;
-      // s (n) = scale * K_h q_h
+      const int64_t hk = h / G;  // the kv head this query head reads
+      // s (n) = scale * K_hk q_h
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; j++) {
-        const float* kj = kcache + j * ld + h * hd;
+        const float* kj = kcache + j * ld + hk * hd;
         float dot = 0.f;
         for (int64_t c = 0; c < hd; c++) dot += qh[c] * kj[c];
         s[(size_t)j] = scale * dot;
@@ -371,13 +387,13 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
       std::fill(oh, oh + hd, 0.f);
       for (int64_t j = 0; j < n; j++) {
         const float p = s[(size_t)j] * inv;
-        const float* vj = vcache + j * ld + h * hd;
+        const float* vj = vcache + j * ld + hk * hd;
         for (int64_t c = 0; c < hd; c++) oh[c] += p * vj[c];
       }
     }
   };
   // the pool only pays off once the cache is long: n * H * hd multiply-adds, twice
-  if (n * ld < (1 << 15)) heads(0, H);
+  if (n * H * hd < (1 << 15)) heads(0, H);
   else parallel_for(H, heads);
 }
 

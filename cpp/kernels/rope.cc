@@ -9,10 +9,15 @@
 
 namespace hm {
 
-void rope_table_build(RopeTable& t, const int32_t* pos, int64_t N, int64_t hd, double base) {
+std::vector<double> rope_inv_freq(int64_t hd, double base, const RopeScaling& sc) {
+  std::vector<double> inv((size_t)(hd / 2));
+  for (int64_t i = 0; i < hd / 2; i++) inv[(size_t)i] = rope_inv_freq_at(i, hd, base, sc);
+  return inv;
+}
+
+void rope_table_build(RopeTable& t, const int32_t* pos, int64_t N, int64_t hd, double base, const RopeScaling& sc) {
   const int64_t half = hd / 2;
-  std::vector<double> inv((size_t)half);
-  for (int64_t i = 0; i < half; i++) inv[(size_t)i] = std::pow(base, -2.0 * (double)i / (double)hd);
+  const std::vector<double> inv = rope_inv_freq(hd, base, sc);
   // positions are usually 0..T-1 shared by every row, so the table is small and reused
   std::vector<int32_t> uniq(pos, pos + N);
   std::sort(uniq.begin(), uniq.end());

@@ -1,7 +1,8 @@
 // test_model.cu — the device model (hmc::model_*, cuda/model/anchor_model.cu) against its CPU twin
 // hm::AnchorModel: whole training steps of a tiny transformer (V=259, C=64, L=2, H=4, hd=16, F=176,
 // T=33, B=3; ragged sizes on purpose) with packed documents, ignored targets, and FFN memories in
-// both memory-layer maps. Compares the loss, every gradient tensor and dfetched after one
+// both memory-layer maps; and two Llama-family variants (GQA, no QK-norm, untied head, llama3 RoPE;
+// one kv head with q/k/v biases). Compares the loss, every gradient tensor and dfetched after one
 // forward+backward, then the losses of 3 AdamW steps run on both sides, then TF32 / BF16 losses.
 //
 // Parameters: there is no C++ initialiser (the TS one is lib/model/init.ts), so random normals:
@@ -42,10 +43,12 @@ struct Problem {
   int64_t slot_floats() const { return mem.Lm * 3 * mem.R * d.C; }
 };
 
-Problem make_problem(uint64_t seed, Mem memv, bool docs, bool pass_pos, int64_t max_batch) {
+// dims: the anchor's by default; the Llama-family problems below pass their own (same V, C, L, T, F).
+Problem make_problem(uint64_t seed, Mem memv, bool docs, bool pass_pos, int64_t max_batch,
+                     const hm::ModelDims* dims = nullptr) {
   hmdev::Rng rng(seed);
   Problem p;
-  p.d = hm::ModelDims{259, 64, 2, 4, 16, 176, 33, 1e-5f, 10000.0};
+  p.d = dims ? *dims : hm::ModelDims{259, 64, 2, 4, 16, 176, 33, 1e-5f, 10000.0};
   p.B = 3;
   p.T = 33;
   p.max_batch = max_batch;
@@ -293,6 +296,38 @@ HMT_TEST(model_fp32_memory_both_layers) {
 HMT_TEST(model_fp32_memory_second_layer) {
   // layer_to_mem {-1,0}, seq_slot {0,0,-1} (one merged group), doc_start packing, positions computed
   check_fp32(ctx, "mem-10", make_problem(33, Mem::SecondLayer, true, false, 3), true);
+}
+
+// The Llama family: grouped-query attention (4 query heads on 2 kv heads: the repeat_kv path), no
+// QK-norm, an untied head and the Llama-3.1 RoPE frequencies (hd 16, base 10, original 32: all three
+// frequency bands); then one kv head (G = 4) with Qwen2 q/k/v biases and QK-norm over the kv row.
+hm::ModelDims llama_dims() {
+  hm::ModelDims d{259, 64, 2, 4, 16, 176, 33, 1e-6f, 10.0};
+  d.Hkv = 2;
+  d.qk_norm = false;
+  d.tie_embeddings = false;
+  d.rope_scaling.kind = 1;
+  d.rope_scaling.factor = 4;
+  d.rope_scaling.low_freq_factor = 1;
+  d.rope_scaling.high_freq_factor = 4;
+  d.rope_scaling.original_max_positions = 32;
+  return d;
+}
+hm::ModelDims mqa_bias_dims() {
+  hm::ModelDims d{259, 64, 2, 4, 16, 176, 33, 1e-5f, 10000.0};
+  d.Hkv = 1;
+  d.qkv_bias = true;
+  return d;
+}
+
+HMT_TEST(model_fp32_llama_gqa_untied_rope_scaling) {
+  const hm::ModelDims d = llama_dims();
+  check_fp32(ctx, "llama", make_problem(66, Mem::SecondLayer, true, false, 3, &d), true);
+}
+
+HMT_TEST(model_fp32_mqa_qkv_bias) {
+  const hm::ModelDims d = mqa_bias_dims();
+  check_fp32(ctx, "mqa-bias", make_problem(77, Mem::BothLayers, true, true, 4, &d), true);
 }
 
 HMT_TEST(model_tf32_bf16_loss) {

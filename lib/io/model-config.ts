@@ -7,7 +7,8 @@ import { HiermemError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 
 export const MODEL_CONFIG_FIELDS: readonly string[] = Object.freeze(
-  ['dModel', 'nLayers', 'nHeads', 'headDim', 'ffnHidden', 'seqLen', 'normEps', 'ropeBase', 'seed']);
+  ['dModel', 'nLayers', 'nHeads', 'headDim', 'ffnHidden', 'seqLen', 'normEps', 'ropeBase', 'seed',
+    'nKvHeads', 'qkNorm', 'qkvBias', 'tieEmbeddings', 'ropeScaling']);
 
 /** Parses the text of a model config file (`source` names it in messages). Bad JSON or an unknown field → E_CONFIG_INVALID. */
 export function parseModelConfigJson(text: string, source: string): Partial<ModelConfig> {

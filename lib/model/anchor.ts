@@ -6,7 +6,7 @@
 import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
 import type { NativeAddon, NativeBatch, NativeMemoryBatch, NativeModel, TensorSlot } from '../native-types.js';
-import { type ModelConfig, resolveModelConfig, toDims, anchorParamCount } from './config.js';
+import { type ModelConfig, type ResolvedModelConfig, resolveModelConfig, toDims, anchorParamCount } from './config.js';
 import { initAnchorParams } from './init.js';
 
 export interface Batch {
@@ -47,7 +47,7 @@ export interface TokenDecoder {
 }
 
 export class AnchorModel {
-  readonly config: ModelConfig;
+  readonly config: ResolvedModelConfig;
   readonly layout: readonly TensorSlot[];
   readonly params: Float32Array;
   readonly grads: Float32Array;
@@ -57,7 +57,7 @@ export class AnchorModel {
 
   readonly memory: { R: number; layerToMemory: Int32Array } | null;
 
-  private constructor(config: ModelConfig, addon: NativeAddon, maxBatch: number, skipInit: boolean,
+  private constructor(config: ResolvedModelConfig, addon: NativeAddon, maxBatch: number, skipInit: boolean,
                       memory: { R: number; layerToMemory: Int32Array } | null) {
     this.config = config;
     this.layout = addon.anchorLayout(toDims(config));

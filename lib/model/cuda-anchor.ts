@@ -8,7 +8,7 @@ import { HiermemError, check } from '../errors.js';
 import { loadNative } from '../native.js';
 import type { NativeAddon, NativeCudaModel, NativeMemoryBatch, TensorSlot } from '../native-types.js';
 import { resolveBackend } from '../backend/detect.js';
-import { type ModelConfig, resolveModelConfig, toDims, anchorParamCount } from './config.js';
+import { type ModelConfig, type ResolvedModelConfig, resolveModelConfig, toDims, anchorParamCount } from './config.js';
 import { initAnchorParams } from './init.js';
 import type { Batch, CreateModelOptions } from './anchor.js';
 
@@ -29,14 +29,14 @@ export interface CudaModelOptions extends CreateModelOptions {
  */
 export class CudaAnchorModel {
   readonly backend = 'cuda' as const;
-  readonly config: ModelConfig;
+  readonly config: ResolvedModelConfig;
   readonly layout: readonly TensorSlot[];
   readonly maxBatch: number;
   readonly memory: { R: number; layerToMemory: Int32Array } | null;
   private native: NativeCudaModel | null;
   private readonly byName: Map<string, TensorSlot>;
 
-  private constructor(config: ModelConfig, addon: NativeAddon, options: CudaModelOptions) {
+  private constructor(config: ResolvedModelConfig, addon: NativeAddon, options: CudaModelOptions) {
     this.config = config;
     this.layout = addon.anchorLayout(toDims(config));
     this.byName = new Map(this.layout.map((s) => [s.name, s]));

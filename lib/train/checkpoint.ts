@@ -6,7 +6,7 @@
 import { HiermemError } from '../errors.js';
 import { metadataJson, readSafetensors, writeSafetensors, type TensorToWrite, type TensorExpectation } from '../io/safetensors.js';
 import { AnchorModel } from '../model/anchor.js';
-import { type ModelConfig, resolveModelConfig, toDims } from '../model/config.js';
+import { type ModelConfig, modelConfigRecord, resolveModelConfig, toDims } from '../model/config.js';
 import { loadNative } from '../native.js';
 import { ByteTokenizer, type Tokenizer, checkSameTokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
 import { AdamW, type AdamWOptions } from './adamw.js';
@@ -43,7 +43,7 @@ export async function saveCheckpoint(path: string, c: CheckpointContents): Promi
     ...c.extraMetadata,
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
-    model_config: JSON.stringify(c.model.config),
+    model_config: JSON.stringify(modelConfigRecord(c.model.config)),
     tokenizer: JSON.stringify(c.tokenizer.toJSON()),
   };
   if (c.optimizer) {
@@ -109,8 +109,9 @@ export async function loadCheckpoint(path: string, options: LoadCheckpointOption
   }
   const tokenizer = tokenizerOfMetadata(path, meta);
   if (options.tokenizer) checkSameTokenizer(tokenizer, options.tokenizer, path);
-  if (tokenizer.vocabSize !== config.vocabSize) {
-    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} != model vocab ${config.vocabSize}`);
+  // an imported model may pad its embedding rows past the tokenizer's ids; ids past the model's rows cannot be
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${path}: tokenizer vocab ${tokenizer.vocabSize} > model vocab ${config.vocabSize}`);
   }
   // The file's tensors must match the layout the config implies before the model is allocated, so
   // a config naming a huge model is refused by the file's size, not by running out of memory.
