@@ -18,9 +18,39 @@
 # compute-sanitizer, "" = skip), GPU_SH_BENCH_ARGS (extra hiermem_cuda_bench arguments),
 # GPU_SH_TORCH_ARGS (extra torch_gpu.py arguments), GPU_SH_TABLE_ONLY=1 (no stages: re-print the table from
 # what is already in the output folder).
+#
+# `bash bench/gpu.sh --nccl` (issue #14): instead of the above, the NCCL check for a machine with 2 GPUs or
+# more, Node.js, Open MPI and libnccl.so.2: builds the addon (cmake-js) and runs test/dist-nccl-worker.ts
+# on one rank per GPU (CUDA_VISIBLE_DEVICES = the local rank): NCCL bootstrapped over MPI, all-reduces of
+# host buffers staged through each GPU compared with the rank-order reference. Prints PASS or FAIL.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
+if [ "${1:-}" = "--nccl" ]; then
+  NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+  ((NGPU >= 2)) || { echo "gpu.sh --nccl: needs 2 GPUs or more (nvidia-smi sees $NGPU)"; exit 2; }
+  command -v mpirun >/dev/null && command -v node >/dev/null || { echo "gpu.sh --nccl: needs mpirun (openmpi-bin) and node"; exit 2; }
+  NDIR=$(mktemp -d)
+  { npx cmake-js build --out build-nccl --CDHIERMEM_CUDA=OFF && npx tsc -p tsconfig.json; } >"$NDIR/build.log" 2>&1 || { tail -20 "$NDIR/build.log"; echo "gpu.sh --nccl: build FAILED"; exit 2; }
+  HIERMEM_ADDON_PATH=$ROOT/build-nccl/Release/hiermem.node timeout 300 mpirun --allow-run-as-root -np "$NGPU" \
+    sh -c 'CUDA_VISIBLE_DEVICES=$OMPI_COMM_WORLD_LOCAL_RANK exec node dist/test/dist-nccl-worker.js "$0" ${HIERMEM_NCCL_LIB:-libnccl.so.2}' "$NDIR" \
+    || { echo "gpu.sh --nccl: FAIL (mpirun exit $?)"; exit 1; }
+  node --input-type=module -e "
+    import { readFileSync } from 'node:fs';
+    import { orderedSum } from './dist/lib/dist/communicator.js';
+    import { rankData, sha } from './dist/test/dist-mpi-worker.js';
+    const n = $NGPU, rs = Array.from({ length: n }, (_, r) => JSON.parse(readFileSync('$NDIR/rank-' + r + '.json', 'utf8')));
+    let ok = rs.every((r) => r.uniqueId === rs[0].uniqueId && !r.fake);
+    for (const k of [1, 7, 1001, 65537]) {
+      const parts = Array.from({ length: n }, (_, r) => rankData(r, k)), sum = orderedSum(parts);
+      // NCCL sums in its own order: compare values within fp32 tolerance; every rank must hold the same bits
+      ok &&= rs.every((r) => r['sum' + k] === rs[0]['sum' + k] && r['mean' + k] === rs[0]['mean' + k]);
+      ok &&= rs[0]['head' + k].every((x, i) => Math.abs(x - sum[i]) <= 1e-5 * Math.max(1, Math.abs(sum[i])));
+    }
+    console.log('gpu.sh --nccl: NCCL ' + rs[0].version + ' on ' + n + ' GPUs: ' + (ok ? 'PASS' : 'FAIL') + ' (same id and bits on every rank; sums within 1e-5 of the reference)');
+    process.exit(ok ? 0 : 1);"
+  exit $?
+fi
 BUILD=$ROOT/build-gpu
 OUTDIR=${OUT:-$BUILD/out}
 BUDGET=${GPU_SH_BUDGET:-560}

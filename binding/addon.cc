@@ -9,6 +9,8 @@
 
 namespace hmb {
 
+void RegisterNccl(Napi::Env env, Napi::Object exports);  // nccl.cc: the dlopen'ed NCCL library (issue #14)
+
 static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   hm::set_num_threads((int)get_int(info, 0, "n", 1, 256));
   return info.Env().Undefined();
@@ -30,6 +32,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMemory(env, exports);
   RegisterCuda(env, exports);
   RegisterMpi(env, exports);
+  RegisterNccl(env, exports);
   return exports;
 }
 

@@ -48,6 +48,10 @@ export {
 } from './train/run.js';
 export { HfTokenizer, loadHfTokenizer } from './data/hf-tokenizer.js';
 export { trainByteLevelBpe, type TrainTokenizerOptions, type TrainedTokenizer } from './data/hf-tokenizer-train.js';
+export { loadHfModel, isHfModelDir, type LoadHfOptions, type LoadedHfModel } from './io/hf-import.js';
+export { exportHf, type HfExportInput, type HfExportSummary } from './io/hf-export.js';
+export { modelConfigFromHf, hfConfigFromModel } from './io/hf-config.js';
+export { limitVocab } from './train/limit-vocab.js';
 export {
   evaluatePerplexity, readPerplexityDocuments, anchorPerplexityModel, memoryPerplexityModel,
   type PerplexityDocument, type PerplexityResult, type PerplexityOptions, type PerplexityStats,

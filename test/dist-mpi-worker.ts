@@ -4,10 +4,12 @@
  * parameters as rank-<r>.f32) into outDir:
  *   collectives              allReduceSum / allReduceMean / allGather / broadcast of rankData
  *   slice <dist> <b> <steps> data-parallel steps, each rank a slice of one global batch (same on any rank count)
- *   run <steps> [killAt]     prepareRun({ communicator }) as the CLI runs it; rank 1 SIGKILLs itself at killAt
+ *   run <steps> [killAt] [resume]  prepareRun({ communicator }) as the CLI runs it; rank 1 SIGKILLs itself at
+ *                            killAt; `resume` continues outDir's checkpoint
  *   api <steps>              the public train({ dist }) with a rank-seeded sampler
  */
 import { writeFile } from 'node:fs/promises';
+import { HiermemError } from '../lib/errors.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
@@ -84,12 +86,13 @@ async function slice(comm: Communicator, out: string, b: number, steps: number):
   await writeFile(path.join(out, `rank-${comm.rank}.json`), JSON.stringify({ losses: hist.losses, params: sha(model.params) }));
 }
 
-async function run(comm: Communicator, out: string, steps: number, killAt: number): Promise<void> {
+async function run(comm: Communicator, out: string, steps: number, killAt: number, resume: boolean): Promise<void> {
   const tok = new ByteTokenizer();
   const docs = documents(60);
   const r = await prepareRun({
     tokenizer: tok, batchSize: 2, seed: 5, weightDecay: 0.1, communicator: comm,
-    anchor: { config: { ...TINY, vocabSize: tok.vocabSize } }, data: { documents: { train: docs.slice(6), val: docs.slice(0, 6) } },
+    ...(resume ? { resume: path.join(out, 'ck.safetensors') } : { anchor: { config: { ...TINY, vocabSize: tok.vocabSize } } }),
+    data: { documents: { train: docs.slice(6), val: docs.slice(0, 6) } },
   });
   const losses: number[] = [];
   const hist = await r.train({
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
   const comm = createCommunicator(dist);
   if (mode === 'collectives') await collectives(comm, out!);
   else if (mode === 'slice') await slice(comm, out!, Number(rest[1]), Number(rest[2]));
-  else if (mode === 'run') await run(comm, out!, Number(rest[0]), Number(rest[1] ?? -1));
+  else if (mode === 'run') await run(comm, out!, Number(rest[0]), Number(rest[1] ?? -1), rest[2] === 'resume');
   else if (mode === 'api') await api(comm, out!, Number(rest[0]));
   else throw new Error(`unknown mode ${mode}`);
   comm.close();
@@ -125,7 +128,7 @@ async function main(): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   main().catch((e: unknown) => {
-    process.stderr.write(`worker: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.stderr.write(`worker: ${e instanceof HiermemError ? `${e.code}: ` : ''}${e instanceof Error ? e.stack : String(e)}\n`);
     process.exit(2);
   });
 }

@@ -3,7 +3,8 @@
  * (test/dist-mpi-worker.ts is one rank). Collectives against a JS reference, bit-identical on every
  * rank; 2 ranks x batch b equal 1 rank x batch 2b within fp32 tolerance; the anchor bit-identical
  * across ranks and across reruns; a rank killed with SIGKILL fails the job within a bound. Skips
- * (saying why) where mpirun is missing. The refusals (no MPI library, memory runs) need no mpirun.
+ * (saying why) where mpirun is missing. The refusals (no MPI library, a bank file) need no mpirun.
+ * Sharded memory runs: test/dist-shard.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,8 +14,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { orderedSum, launcherWorldSize, type Communicator } from '../lib/dist/communicator.js';
-import { rankSeed } from '../lib/dist/data-parallel.js';
+import { rankSeed, rankTrainerState } from '../lib/dist/data-parallel.js';
 import { prepareRun } from '../lib/train/run.js';
+import { RetrievalTree } from '../lib/retrieval/tree.js';
 import { ByteTokenizer } from '../lib/data/tokenizer.js';
 import { HiermemError } from '../lib/errors.js';
 import { loadNative } from '../lib/native.js';
@@ -62,6 +64,18 @@ test('the reference sum adds in rank order; rank seeds keep rank 0 and differ el
   assert.equal(launcherWorldSize({}), null);
 });
 
+test('a data-parallel checkpoint gives each rank its own data order, and refuses another rank count (no MPI needed)', () => {
+  const comm = (rank: number, size: number) => ({ rank, size }) as unknown as Communicator;
+  const saved = { step: 4, tokensSeen: 9, rngState: [1, 2], ranks: 2, rankRngStates: [[1, 2], [3, 4]] };
+  assert.deepEqual(rankTrainerState('ck', saved, comm(1, 2)), { step: 4, tokensSeen: 9, rngState: [3, 4], ranks: 2 });
+  assert.deepEqual(rankTrainerState('ck', { step: 1, tokensSeen: 2 }, undefined), { step: 1, tokensSeen: 2 }); // one process, as saved
+  const refused = (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INCOMPATIBLE';
+  assert.throws(() => rankTrainerState('ck', saved, comm(0, 3)), refused);
+  assert.throws(() => rankTrainerState('ck', saved, undefined), refused);
+  assert.throws(() => rankTrainerState('ck', { step: 1, tokensSeen: 2 }, comm(0, 2)), refused);
+  assert.throws(() => rankTrainerState('ck', { ...saved, rankRngStates: [[1, 2]] }, comm(1, 2)), (e: unknown) => e instanceof HiermemError && e.code === 'E_CHECKPOINT_CORRUPT');
+});
+
 test('--dist mpi without a usable MPI library fails with E_BACKEND_UNAVAILABLE naming the package', async () => {
   const r = await launch(0, [CLI, 'train', '--dist', 'mpi', '--steps', '1', '--out', path.join(tmpdir(), 'hm-nompi')], 30_000,
     { ...ENV, HIERMEM_MPI_LIB: '/nonexistent/libmpi.so.40' });
@@ -70,7 +84,7 @@ test('--dist mpi without a usable MPI library fails with E_BACKEND_UNAVAILABLE n
   assert.match(r.stderr, /openmpi-bin/);
 });
 
-test('memory runs under MPI are refused with E_CONFIG_INCOMPATIBLE (no MPI needed)', async () => {
+test('a memory run under MPI keeps each rank\'s shard in RAM: a bank file is refused (no MPI needed)', async () => {
   const fake: Communicator = {
     kind: 'mpi', rank: 0, size: 2, stats: { collectives: 0, bytesSent: 0 },
     allReduceSum: async () => {}, allReduceMean: async () => {}, allGather: async (b) => b.slice(), broadcast: async () => {},
@@ -78,10 +92,11 @@ test('memory runs under MPI are refused with E_CONFIG_INCOMPATIBLE (no MPI neede
   };
   const tok = new ByteTokenizer();
   const docs = documents(24);
+  const { tree } = await RetrievalTree.fitTexts(docs, { k: 2, p: 1, seed: 1 });
   await assert.rejects(prepareRun({
     tokenizer: tok, batchSize: 2, seed: 1, weightDecay: 0.1, communicator: fake, anchor: { config: { ...TINY, vocabSize: tok.vocabSize } },
-    memory: { tree: '/nonexistent/tree.safetensors', levels: [8] } /* refused before it is read */, data: { documents: { train: docs, val: docs } },
-  }), (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INCOMPATIBLE' && /sharded memory training under MPI is not built yet/.test(e.message));
+    memory: { tree, levels: [8], bankFile: path.join(tmpdir(), 'hm-never-written.safetensors') }, data: { documents: { train: docs, val: docs } },
+  }), (e: unknown) => e instanceof HiermemError && e.code === 'E_CONFIG_INCOMPATIBLE' && /drop --bank-file/.test(e.message));
 });
 
 test('the MPI functions check their arguments and refuse to run before MPI is opened (no MPI needed)', async (t) => {
@@ -176,6 +191,30 @@ test('train({ dist }) and `hiermem train --dist mpi`: ranks agree; the CLI count
     assert.equal((await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').length, 3);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('data-parallel resume: kill -9 after a checkpoint, resume with the same ranks gives the uninterrupted losses; other counts refused', { skip: SKIP ?? false, timeout: 120_000 }, async () => {
+  const dirs = [await mkdtemp(path.join(tmpdir(), 'hm-mpi-')), await mkdtemp(path.join(tmpdir(), 'hm-mpi-'))];
+  try {
+    const whole = await launch(2, [WORKER, 'run', dirs[0]!, '6']);
+    assert.equal(whole.code, 0, whole.stderr);
+    const killed = await launch(2, [WORKER, 'run', dirs[1]!, '6', '3'], 45_000, { ...ENV, HIERMEM_DIST_TIMEOUT_S: '20' });
+    assert.notEqual(killed.code, 0);
+    assert.equal(killed.signal, null, 'no hang');
+    const resumed = await launch(2, [WORKER, 'run', dirs[1]!, '6', '-1', 'resume']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const ref = await rankJson<{ params: string; losses: number[] }>(dirs[0]!, 0);
+    for (const rank of [0, 1]) {
+      const x = await rankJson<{ params: string; losses: number[] }>(dirs[1]!, rank);
+      assert.deepEqual(x.losses, ref.losses.slice(2), 'steps 3-6 after resuming step 2');
+      assert.equal(x.params, ref.params);
+    }
+    const one = await launch(0, [WORKER, 'run', dirs[1]!, '8', '-1', 'resume']);
+    assert.notEqual(one.code, 0); // a plain process (no mpirun) is one rank: MPI_Init succeeds with size 1
+    assert.match(one.stderr, /E_CONFIG_INCOMPATIBLE.*written by 2 rank/);
+  } finally {
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
   }
 });
 

@@ -2,7 +2,7 @@
  * Data-parallel training over MPI between two "machines" (issue #14): two network namespaces
  * joined by a veth pair, one rank in each, Open MPI over TCP restricted to that link. The same
  * equality checks as the 2-rank local test (test/dist-mpi.test.ts), run by the same worker
- * (test/dist-mpi-worker.ts): collectives against the rank-order JS reference, bit-identical on both
+ * (test/dist-mpi-worker.ts; a sharded memory run by test/dist-shard-worker.ts): collectives against the rank-order JS reference, bit-identical on both
  * ranks; 2 ranks x batch 2 equal 1 rank x batch 4; the anchor bit-identical across ranks.
  *
  * mpirun runs inside the first namespace and starts the remote rank through an rsh agent that maps
@@ -23,9 +23,12 @@ import { fileURLToPath } from 'node:url';
 import { orderedSum } from '../lib/dist/communicator.js';
 import { rankData, sha } from './dist-mpi-worker.js';
 import { assertSliceRunsMatch, rankJson } from './dist-checks.js';
+import { SHARD_DOCS } from './dist-shard-worker.js';
+import { RetrievalTree } from '../lib/retrieval/tree.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-mpi-worker.js');
+const SHARD_WORKER = path.join(HERE, 'dist-shard-worker.js');
 
 const NET = '10.213.77.0/24'; // private, used by nothing else here; lives only inside the two namespaces
 const ADDR = ['10.213.77.1', '10.213.77.2'] as const;
@@ -213,6 +216,23 @@ test('two machines: one MPI rank in each of two network namespaces over TCP; the
       assert.deepEqual(a.losses, b.losses);
       assert.equal(a.losses.length, 6);
       await readFile(path.join(dir, 'ck.safetensors')); // rank 0 wrote the checkpoint
+    });
+
+    await t.test('a sharded memory run across the link: anchor and replicated level bit-identical, sharded blocks disjoint', async () => {
+      const dir = path.join(work, 'shard');
+      await mkdir(dir);
+      const tree = path.join(dir, 'tree.in.safetensors');
+      await (await RetrievalTree.fitTexts(SHARD_DOCS.slice(10), { k: 4, p: 2, seed: 1 })).tree.save(tree);
+      const r = await launchPair(work, [process.execPath, SHARD_WORKER, dir, tree, '4', '-1', 'fresh', '2']);
+      assert.equal(r.code, 0, `mpirun failed after ${r.ms} ms (signal ${r.signal}):\n${r.stderr}`);
+      type Out = { anchor: string; replicated: string; trained: string[]; losses: number[] };
+      const [a, b] = [await rankJson<Out>(dir, 0), await rankJson<Out>(dir, 1)];
+      assert.equal(a.anchor, b.anchor);
+      assert.equal(a.replicated, b.replicated);
+      assert.deepEqual(a.losses, b.losses);
+      const blocks = (o: Out) => new Set(o.trained.map((x) => x.split(':').slice(0, 2).join(':')));
+      const inB = blocks(b);
+      assert.deepEqual([...blocks(a)].filter((x) => inB.has(x)), [], 'no sharded block trained on both ranks');
     });
   } finally {
     cleanup();

@@ -37,7 +37,10 @@ import { prepareData } from '../lib/data/prepare.js';
 import { PreparedData } from '../lib/data/prepared.js';
 import { WindowSampler } from '../lib/data/windows.js';
 import { MANIFEST_FILE, PACKED_FILES, SHARD_DIR, shardFileName } from '../lib/data/prepared-format.js';
-import { cp } from 'node:fs/promises';
+import { cp, mkdir, readdir } from 'node:fs/promises';
+import { makeShardedCheckpoint, editManifest, MANIFEST_FIELDS } from './dist-shard-fixture.js';
+import { loadHfModel } from '../lib/io/hf-import.js';
+import { fixture as hfFixture } from './hf-fixtures.js';
 
 const RUNS = Math.max(1, Number(process.env.HIERMEM_FUZZ_RUNS ?? '') || 500);
 const SEED = Number(process.env.HIERMEM_FUZZ_SEED ?? '') || 20250601;
@@ -507,9 +510,70 @@ test('fuzz: prepared folders (PreparedData.open, then read token streams, window
   }
 });
 
+test('fuzz: sharded checkpoints (the manifest edited or mutated; a shard file mutated: refused by its checksum)', { timeout: 600_000 }, async () => {
+  const sdir = path.join(dir, 'sharded');
+  await mkdir(sdir);
+  const file = path.join(sdir, 'ck.safetensors');
+  for (const r of await makeShardedCheckpoint(file)) r.hm.bank.close();
+  const good = await readFile(file);
+  const use = async (f: string) => {
+    const ck = await loadHierarchicalCheckpoint(f, { maxBatch: 1 });
+    try {
+      ck.hm.logitsForPath(Int32Array.from([1, 2]))(new Int32Array(4).fill(65));
+    } finally {
+      ck.hm.bank.close();
+    }
+  };
+  const input = path.join(sdir, 'manifest.input');
+  await fc.assert(fc.asyncProperty(fc.constantFrom(...MANIFEST_FIELDS), fc.oneof(hostile, fc.constant(undefined)), async (field, value) => {
+    await writeFile(input, editManifest(good, field, value));
+    await outcome('shard-manifest', () => use(input));
+  }), { seed: SEED, numRuns: Math.ceil(RUNS / 2), includeErrorInReport: true });
+  await fc.assert(fc.asyncProperty(safetensorsMutation(), async (m) => {
+    await writeFile(input, m.apply(good));
+    await outcome('shard-manifest', () => use(input));
+  }), { seed: SEED, numRuns: Math.ceil(RUNS / 2), includeErrorInReport: true });
+  const shard = path.join(sdir, (await readdir(sdir)).find((n) => n.includes('.shard-1-'))!);
+  const shardBytes = await readFile(shard);
+  await fc.assert(fc.asyncProperty(safetensorsMutation(), async (m) => {
+    const bytes = m.apply(shardBytes);
+    await writeFile(shard, bytes);
+    const same = Buffer.compare(Buffer.from(bytes), shardBytes) === 0;
+    await outcome('bank-shard', async () => {
+      await use(file);
+      assert.ok(same, 'a changed shard file must be refused');
+    });
+  }), { seed: SEED, numRuns: Math.ceil(RUNS / 2), includeErrorInReport: true });
+});
+
 test('a model config too large for this machine is refused before allocation, with the numbers', () => {
   assert.throws(() => AnchorModel.create({ ...MODEL_PRESETS.tiny, vocabSize: 259, dModel: 65536, nLayers: 4096 }),
     (e) => e instanceof HiermemError && e.code === 'E_CONFIG_INVALID' && /GiB/.test(e.message));
   assert.throws(() => AnchorModel.create({ ...MODEL_PRESETS.tiny, vocabSize: 259, seqLen: 1 << 20 }, { maxBatch: 1 << 20 }),
     (e) => e instanceof HiermemError && e.code === 'E_CONFIG_INVALID' && /activations/.test(e.message));
+});
+
+test('fuzz: Hugging Face model folders (loadHfModel on a sharded f16 folder with config.json, the index or a shard mutated, then a loss)', { timeout: 600_000 }, async () => {
+  const hdir = path.join(dir, 'hf');
+  await cp(hfFixture('sharded'), hdir, { recursive: true });
+  const use = async () => {
+    const { model } = await loadHfModel(hdir, { seqLen: 8 });
+    await model.loss({ tokens: new Int32Array(8).fill(65), targets: new Int32Array(8).fill(66), docStart: null, batchSize: 1 });
+  };
+  await outcome('hf-folder', use); // the valid folder loads
+  const json = fc.oneof(textMutation(), jsonPathMutation());
+  const targets: Array<[string, string, fc.Arbitrary<Mutation>]> = [
+    ['hf-config', 'config.json', json],
+    ['hf-index', 'model.safetensors.index.json', json],
+    ['hf-shard', 'model-00002-of-00002.safetensors', safetensorsMutation()],
+  ];
+  for (const [target, name, mutation] of targets) {
+    const file = path.join(hdir, name);
+    const good = await readFile(file);
+    await fc.assert(fc.asyncProperty(mutation, async (m) => {
+      await writeFile(file, m.apply(good));
+      await outcome(target, use);
+    }), { seed: SEED, numRuns: RUNS, includeErrorInReport: true });
+    await writeFile(file, good);
+  }
 });

@@ -18,6 +18,8 @@ import { readSafetensorsHeader } from '../io/safetensors.js';
 import { checkSameTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { loadHfTokenizer } from '../data/hf-tokenizer.js';
 import { int } from './args.js';
+import { limitVocab } from '../train/limit-vocab.js';
+import { MANIFEST_KEY } from '../train/shard-checkpoint.js';
 
 interface EvalFlags {
   ckpt: string; probes?: string; perplexity?: string; field: string; stride?: number; tokenizer?: string;
@@ -47,11 +49,11 @@ async function probeEval(f: EvalFlags, file: string, memoryCkpt: boolean): Promi
       await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
       const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
       const paths = await tree.assignTexts(probes.map((p) => p.prompt));
-      return scoreProbes(probes, ck.tokenizer, (_, i) => ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)), 12, tick);
+      return scoreProbes(probes, ck.tokenizer, (_, i) => limitVocab(ck.hm.logitsForPath(paths.subarray(i * tree.p, (i + 1) * tree.p)), ck.tokenizer.vocabSize), 12, tick);
     }
     const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
     await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
-    return scoreProbes(probes, ck.tokenizer, () => (ctx) => ck.model.nextTokenLogits(ctx), 12, tick);
+    return scoreProbes(probes, ck.tokenizer, () => limitVocab((ctx: Int32Array) => ck.model.nextTokenLogits(ctx), ck.tokenizer.vocabSize), 12, tick);
   } finally {
     b?.stop();
   }
@@ -88,7 +90,9 @@ async function cmdEval(f: EvalFlags): Promise<void> {
     throw new HiermemError('E_INVALID_ARGUMENT', 'eval needs --probes <file> or --perplexity <file> (one of them)');
   }
   const file = await resolveCheckpointPath(f.ckpt);
-  const memoryCkpt = (await readSafetensorsHeader(file)).metadata.memory_bank !== undefined;
+  const meta = (await readSafetensorsHeader(file)).metadata;
+  // a sharded checkpoint (MPI run) carries its manifest instead of a bank; every shard is opened
+  const memoryCkpt = meta.memory_bank !== undefined || meta[MANIFEST_KEY] !== undefined;
   if (f.perplexity !== undefined) {
     const r = await perplexityEval(f, file, memoryCkpt);
     if (f.json) process.stdout.write(JSON.stringify(r) + '\n');

@@ -2,7 +2,7 @@
 /**
  * The `hiermem` command. All policy lives in lib/; this file parses flags and prints (train: ./train.ts).
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
@@ -11,6 +11,7 @@ import { loadNative, nativeAddonPath, nativeAddonSource } from '../native.js';
 import { detectGpu } from '../backend.js';
 import { MODEL_PRESETS } from '../model/config.js';
 import { generate } from '../model/generate.js';
+import { limitVocab } from '../train/limit-vocab.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { loadHierarchicalCheckpoint } from '../train/memory-trainer.js';
 import { TREE_FILE, resolveCheckpointPath } from '../train/run.js';
@@ -18,12 +19,17 @@ import { RetrievalTree } from '../retrieval/tree.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import { runDemo } from '../eval/demo.js';
 import { reportHtml, resultsTable } from '../eval/report.js';
+import { isProseResults, runProseDemo } from '../eval/prose-demo.js';
+import { proseReportHtml, proseResultsTable } from '../eval/prose-report.js';
 import { cmdTrain, type TrainFlags } from './train.js';
 import { registerPrepareCommand } from './prepare.js';
 import { registerEvalCommand, checkGivenTokenizer } from './eval.js';
 import { registerTokenizerCommand } from './tokenizer.js';
 import { registerClusterCommand } from './cluster.js';
+import { registerImportCommand } from './import.js';
+import { registerExportCommand } from './export.js';
 import { int, num } from './args.js';
+import { describeShards, parseManifest, shardForPath } from '../train/shard-checkpoint.js';
 
 async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; checkpoint?: string; prompt?: string; tokenizer?: string; maxTokens: number; temperature: number; topK: number; seed: number }) {
   const given = f.ckpt ?? f.checkpoint;
@@ -33,20 +39,21 @@ async function cmdGenerate(promptArg: string | undefined, f: { ckpt?: string; ch
   if (prompt === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'generate needs a prompt (argument or --prompt)');
   const opts = { maxTokens: f.maxTokens, temperature: f.temperature, topK: f.topK, seed: f.seed };
   const header = await readSafetensorsHeader(file);
-  if (header.metadata.memory_bank !== undefined) {
+  const shards = parseManifest(file, header.metadata); // a sharded checkpoint (MPI run): open the shard holding the prompt's path
+  if (header.metadata.memory_bank !== undefined || shards) {
     // a memory checkpoint: route the prompt through the tree saved beside it, fetch that path once
-    const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1 });
-    await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
     const tree = await RetrievalTree.load(path.join(path.dirname(file), TREE_FILE));
     const route = await tree.assignText(prompt);
-    const out = generate(ck.hm.logitsForPath(route), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
+    const ck = await loadHierarchicalCheckpoint(file, { maxBatch: 1, ...(shards ? { shardRanks: [shardForPath(shards, route)] } : {}) });
+    await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
+    const out = generate(limitVocab(ck.hm.logitsForPath(route), ck.tokenizer.vocabSize), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
     process.stderr.write(`hiermem: memory path ${Array.from(route).join(' > ')} (k ${tree.k}, ${tree.p} levels)\n`);
     process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
     return;
   }
   const ck = await loadCheckpoint(file, { maxBatch: 1, withOptimizer: false });
   await checkGivenTokenizer(ck.tokenizer, f.tokenizer, file);
-  const out = generate(ck.model, ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
+  const out = generate(limitVocab(ck.model, ck.tokenizer.vocabSize), ck.tokenizer.encode(prompt), { ...opts, stopToken: ck.tokenizer.eotId });
   process.stdout.write(prompt + ck.tokenizer.decode(out) + '\n');
 }
 
@@ -98,11 +105,14 @@ async function cmdInfo(file: string | undefined, opts: { gpu?: boolean } = {}) {
     }
   }
   const params = tensors.filter((t) => t.dtype === 'F32' && !/adam|optimizer/.test(t.name)).reduce((n, t) => n + t.bytes / 4, 0);
-  process.stdout.write(JSON.stringify({ file, format: h.metadata.format ?? 'safetensors', parameters: params, dataBytes: tensors.reduce((n, t) => n + t.bytes, 0), metadata, tensors }, null, 2) + '\n');
+  const shards = await describeShards(file, h.metadata); // a sharded memory checkpoint: its manifest, checked
+  process.stdout.write(JSON.stringify({ file, format: h.metadata.format ?? 'safetensors', parameters: params, dataBytes: tensors.reduce((n, t) => n + t.bytes, 0), metadata, ...(shards ? { shards } : {}), tensors }, null, 2) + '\n');
 }
 
-async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: number; threads?: number; progress: boolean }) {
+async function cmdDemo(experiment: 'facts' | 'prose', f: { quick: boolean; out?: string; json: boolean; seed: number; threads?: number; progress: boolean }) {
   if (f.threads) loadNative().setNumThreads(f.threads);
+  const prose = experiment === 'prose';
+  const out = f.out ?? (prose ? 'runs/demo-prose' : 'runs/demo');
   const log = (s: string) => { if (!f.json) process.stderr.write(s + '\n'); };
   let bar: cliProgress.SingleBar | null = null;
   const t0 = performance.now();
@@ -111,7 +121,7 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
   process.once('SIGINT', onSigint);
   let r;
   try {
-    r = await runDemo({
+    r = await (prose ? runProseDemo : runDemo)({
       seed: f.seed, quick: f.quick, signal: controller.signal,
       onPhase: (p) => {
         bar?.stop();
@@ -133,7 +143,7 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
         if (!f.progress) return;
         if (!bar) {
           bar = new cliProgress.SingleBar({
-            format: `${phase.padEnd(12)} {bar} {value}/{total} probes | ETA {eta_formatted}`,
+            format: `${phase.padEnd(12)} {bar} {value}/{total} ${prose ? 'documents' : 'probes'} | ETA {eta_formatted}`,
             noTTYOutput: true, notTTYSchedule: 10000, stream: process.stderr, hideCursor: true,
           }, cliProgress.Presets.shades_classic);
           bar.start(total, 0);
@@ -145,13 +155,14 @@ async function cmdDemo(f: { quick: boolean; out: string; json: boolean; seed: nu
     (bar as cliProgress.SingleBar | null)?.stop();
     process.off('SIGINT', onSigint);
   }
-  await mkdir(f.out, { recursive: true });
-  await writeFile(path.join(f.out, 'results.json'), JSON.stringify(r, null, 2) + '\n');
-  await writeFile(path.join(f.out, 'report.html'), reportHtml(r));
+  await mkdir(out, { recursive: true });
+  await writeFile(path.join(out, 'results.json'), JSON.stringify(r, null, 2) + '\n');
+  await writeFile(path.join(out, 'report.html'), isProseResults(r) ? proseReportHtml(r) : reportHtml(r));
   if (f.json) {
     process.stdout.write(JSON.stringify(r) + '\n');
   } else {
-    process.stdout.write(`\n${resultsTable(r)}\n\nrouting accuracy ${(100 * r.routing.accuracy).toFixed(1)}%, ${r.seconds.toFixed(0)} s; wrote ${path.join(f.out, 'results.json')} and ${path.join(f.out, 'report.html')}\n`);
+    const table = isProseResults(r) ? `held-out perplexity (lower is better):\n${proseResultsTable(r)}` : resultsTable(r);
+    process.stdout.write(`\n${table}\n\nrouting accuracy ${(100 * r.routing.accuracy).toFixed(1)}%, ${r.seconds.toFixed(0)} s; wrote ${path.join(out, 'results.json')} and ${path.join(out, 'report.html')}\n`);
   }
 }
 
@@ -163,9 +174,11 @@ program.configureOutput({ writeErr: (s) => { if (!/^error:/.test(s)) process.std
 program.name('hiermem').description('Pretrain small language models with hierarchical parametric memories').version('0.1.0');
 
 program.command('demo')
-  .description('the long-tail knowledge experiment: anchor vs generic vs fetched memories vs a 2x dense model, per frequency bucket')
-  .option('--quick', 'a smaller corpus and budget (about 1 minute)', false)
-  .option('--out <dir>', 'output folder for results.json and report.html', 'runs/demo')
+  .description('the experiments: anchor vs generic vs fetched memories vs a 2x dense model, per frequency bucket (facts: probe accuracy; prose: held-out perplexity)')
+  .addArgument(new Argument('[experiment]', 'facts: probe accuracy on the facts corpus; prose: held-out perplexity on Brown corpus and WordNet text')
+    .choices(['facts', 'prose']).default('facts'))
+  .option('--quick', 'a smaller corpus and budget (about 1 minute; prose: 2)', false)
+  .option('--out <dir>', 'output folder for results.json and report.html (default runs/demo; prose: runs/demo-prose)')
   .option('--seed <n>', 'seed of corpus, init and data order', int, 1)
   .option('--threads <n>', 'CPU threads (default: all cores)', int)
   .option('--no-progress', 'no progress bars')
@@ -197,16 +210,17 @@ program.command('train')
   .option('--json', 'print the summary as one JSON line on stdout', false)
   .option('--tree <file>', 'a retrieval tree from `hiermem cluster`: train with hierarchical memories')
   .option('--memory-levels <r1,r2,...>', 'hidden units per memory layer from each level\'s block (one per tree level)', '16,48')
+  .option('--memory-layers <list>', 'layers that carry memories: indices and ranges ("0,3,5-7") or "last:N" (default: all)')
   .addOption(new Option('--memory-mode <mode>', 'cotrain (anchor + memories), posthoc (anchor frozen), joint').choices(['cotrain', 'posthoc', 'joint']).default('cotrain'))
   .option('--memory-lr-scale <x>', 'memory LR = anchor LR x this', num, 2)
   .option('--memory-weight-decay <x>', 'weight decay of memory blocks (paper: 1e-3)', num, 1e-3)
-  .option('--anchor <checkpoint>', 'start the anchor from this checkpoint, file or run folder (post-hoc or continued training)')
+  .option('--anchor <checkpoint>', 'start the anchor from this checkpoint, file or run folder, or a Hugging Face model folder (post-hoc or continued training)')
   .option('--bank-file', 'keep the bank memory-mapped in the output folder instead of RAM', false)
   .option('--stop-after <n>', 'stop after step n with a checkpoint (the schedule still spans --steps); resume later with --resume', int)
   .addOption(new Option('--backend <backend>', 'cpu; cuda (experimental: fails with E_BACKEND_UNAVAILABLE without a usable GPU); auto (CUDA where a GPU answers, HIERMEM_BACKEND overrides)')
     .choices(['cpu', 'cuda', 'auto']).default('cpu'))
   .addOption(new Option('--dist <mode>', 'mpi: data-parallel across the processes mpirun started (README "Scaling out"); none: one process').choices(['none', 'mpi']))
-  .option('--shard-level <s>', 'with --dist mpi and memories: bank levels >= s sharded by subtree (not built yet)', int)
+  .option('--shard-level <s>', 'with --dist mpi and memories: bank levels >= s sharded by subtree across the ranks (default 1)', int)
   .action((opts: TrainFlags) => cmdTrain(opts));
 
 program.command('generate')
@@ -232,6 +246,8 @@ registerPrepareCommand(program);
 registerEvalCommand(program);
 registerTokenizerCommand(program);
 registerClusterCommand(program);
+registerImportCommand(program);
+registerExportCommand(program);
 
 /**
  * An option that takes a value must not swallow the next flag: `--out --steps 5` would write to a

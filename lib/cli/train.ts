@@ -11,6 +11,7 @@ import { resolveBackend, type Backend } from '../backend.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
 import { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from '../data/tokenizer.js';
 import { loadHfTokenizer } from '../data/hf-tokenizer.js';
+import { isHfModelDir } from '../io/hf-import.js';
 import { readCheckpointTokenizer } from '../train/checkpoint.js';
 import { loadSampleCorpus, readJsonlDocuments, readTextDocuments, SAMPLE_CORPUS_PATH } from '../data/corpus.js';
 import { splitDocuments } from '../data/stream.js';
@@ -31,6 +32,29 @@ export async function loadDocs(corpus: string | undefined, format: string, field
   return readTextDocuments(corpus, { separator: format === 'lines' ? 'line' : 'blank-line' });
 }
 
+/**
+ * --memory-layers: "0,3,5-7" (indices and ranges) or "last:N" (the last N layers) of a model of
+ * nLayers layers. Anything else, or an index out of range → E_INVALID_ARGUMENT.
+ */
+export function parseLayerList(spec: string, nLayers: number): number[] {
+  const bad = (why: string): never => { throw new HiermemError('E_INVALID_ARGUMENT', `--memory-layers "${spec}": ${why}`); };
+  const last = /^last:(\d+)$/.exec(spec.trim());
+  if (last) {
+    const n = Number(last[1]);
+    if (n < 1 || n > nLayers) bad(`the model has ${nLayers} layers`);
+    return Array.from({ length: n }, (_, i) => nLayers - n + i);
+  }
+  const out = new Set<number>();
+  for (const part of spec.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) bad('give layer indices and ranges ("0,3,5-7") or "last:N"');
+    const a = Number(m![1]), b = m![2] !== undefined ? Number(m![2]) : a;
+    if (b < a || b >= nLayers) bad(`layers are 0..${nLayers - 1}`);
+    for (let i = a; i <= b; i++) out.add(i);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
 export interface TrainFlags {
   corpus?: string; format: string; field: string; preset: string; steps: number; batchSize: number; lr: number;
   minLr: number; warmup: number; weightDecay: number; seed: number; threads?: number; out: string;
@@ -38,6 +62,8 @@ export interface TrainFlags {
   resume?: string | true;
   evalEvery: number; checkpointEvery: number; progress: boolean; json: boolean;
   tree?: string; memoryLevels: string; memoryMode: MemoryTrainMode; memoryLrScale: number; memoryWeightDecay: number;
+  /** Layers that carry memories: "0,3,5-7" or "last:4" (default: all). */
+  memoryLayers?: string;
   anchor?: string; bankFile: boolean; stopAfter?: number; config?: string; backend: Backend;
   /** A folder written by `hiermem prepare` (instead of --corpus). */
   data?: string;
@@ -45,7 +71,7 @@ export interface TrainFlags {
   tokenizer?: string;
   /** 'mpi': data-parallel across the processes of an MPI job (absent: one process). */
   dist?: DistMode;
-  /** Bank levels >= this are sharded by subtree under --dist mpi (memory runs; not built yet). */
+  /** Bank levels >= this tree level are sharded by subtree under --dist mpi (memory runs; default 1). */
   shardLevel?: number;
 }
 
@@ -73,7 +99,7 @@ function distOf(f: TrainFlags): Communicator | undefined {
 async function tokenizerFor(f: TrainFlags): Promise<Tokenizer> {
   if (f.tokenizer !== undefined) return loadHfTokenizer(f.tokenizer);
   const from = f.resume === true ? path.join(f.out, CHECKPOINT_FILE) : f.resume ?? f.anchor;
-  if (from !== undefined) return readCheckpointTokenizer(await resolveCheckpointPath(from));
+  if (from !== undefined) return (await isHfModelDir(from)) ? loadHfTokenizer(path.join(from, 'tokenizer.json')) : readCheckpointTokenizer(await resolveCheckpointPath(from));
   if (f.data !== undefined) {
     const d = await PreparedData.open(f.data);
     try {
@@ -166,11 +192,13 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     ...(treeFile !== undefined ? {
       memory: {
         tree: treeFile, levels: f.memoryLevels.split(',').map((x) => Number(x.trim())),
+        ...(f.memoryLayers !== undefined ? { layers: (n: number) => parseLayerList(f.memoryLayers!, n) } : {}),
         ...(f.bankFile ? { bankFile: path.join(f.out, 'bank.work.safetensors') } : {}),
       },
     } : {}),
     memoryTraining: { mode: f.memoryMode, memoryLrScale: f.memoryLrScale, memoryWeightDecay: f.memoryWeightDecay },
     ...(comm ? { communicator: comm } : {}),
+    ...(f.shardLevel !== undefined ? { shardLevel: f.shardLevel } : {}),
   });
   if (lead) await mkdir(f.out, { recursive: true });
   const { model, start } = run;
@@ -186,6 +214,8 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     : `anchor ${anchorParamCount(model.config).toLocaleString('en-US')} params (${origin})`;
   log(`hiermem: ${describe}, ${backend === 'cuda' ? 'CUDA backend' : `${loadNative().getNumThreads()} threads`}, writing ${f.out}`);
   if (comm) log(`hiermem: data-parallel over ${ranks} MPI ranks: global batch ${ranks * f.batchSize} (${f.batchSize} per rank)`);
+  const plan = mem?.shardPlan;
+  if (plan) log(`hiermem: bank levels >= ${plan.shardLevel} sharded by subtree: rank r owns ${Array.from({ length: ranks }, (_, r) => plan.owners.filter((o) => o === r).length).join(' / ')} of ${plan.owners.length} subtrees (${plan.balance} ${Array.from({ length: ranks }, (_, r) => plan.counts.reduce((a, c, i) => a + (plan.owners[i] === r ? c : 0), 0)).join(' / ')})`);
 
   const bar = f.progress && lead
     ? new cliProgress.SingleBar({
@@ -250,7 +280,7 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
     memory: memoryRun,
     threads: loadNative().getNumThreads(),
     backend,
-    ...(comm ? { dist: { mode: 'mpi', ranks, batchPerRank: f.batchSize, globalBatch: ranks * f.batchSize } } : {}),
+    ...(comm ? { dist: { mode: 'mpi', ranks, batchPerRank: f.batchSize, globalBatch: ranks * f.batchSize, ...(plan ? { shardLevel: plan.shardLevel, owners: plan.owners } : {}) } } : {}),
     config: model.config,
     checkpoint: ckPath,
     ...(sample ? { sample } : {}),

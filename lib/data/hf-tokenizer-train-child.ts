@@ -5,8 +5,9 @@
  * clean for `--json` output; and a native failure cannot take the CLI down with it.
  * argv: <corpus.txt> <out.json>. Exit 0 on success; otherwise the reason on stderr.
  */
-// `tokenizers` is an optional peer dependency (a 64 MB native package used only here): loaded on
-// demand, and its absence reported with exit code 3 so the parent can say what to install.
+// `tokenizers` is an optional dependency (a 64 MB native package used only here; installed by
+// default, skipped where no prebuilt binary exists): loaded on demand, and its absence reported
+// with exit code 3 so the parent can say what to install.
 let tokenizers: typeof import('tokenizers');
 try {
   tokenizers = (await import('tokenizers')).default;

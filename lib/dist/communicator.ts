@@ -3,8 +3,8 @@
  * training needs from a transport: rank and size, an all-reduce whose result has the same bits on
  * every rank, all-gather, broadcast, barrier and abort. LocalCommunicator is the one-process case
  * (size 1, every collective the identity); MpiCommunicator (./mpi.ts) runs them over MPI. The
- * buffers are host Float32Arrays; a device transport (NCCL) would implement the same interface for
- * host buffers and add device-buffer variants beside it, without changing its callers.
+ * buffers are host Float32Arrays; NcclCommunicator (./nccl.ts) implements the same interface for
+ * host buffers (through MPI) and adds a device-buffer all-reduce beside it.
  */
 
 /** Which transport a run uses: 'none' (one process) or 'mpi' (launched by mpirun). */
@@ -17,7 +17,8 @@ export interface CommStats {
 }
 
 export interface Communicator {
-  readonly kind: 'local' | 'mpi';
+  /** 'nccl': MPI for host buffers plus NCCL for device buffers (./nccl.ts). */
+  readonly kind: 'local' | 'mpi' | 'nccl';
   readonly rank: number;
   readonly size: number;
   readonly stats: CommStats;

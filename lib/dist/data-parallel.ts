@@ -45,9 +45,15 @@ export function gradientReducer(comm: Communicator): GradientReducer {
   };
 }
 
+/** Trainer-state fields of a data-parallel checkpoint: the rank count, and every rank's data-order state in rank order. */
+export const RANKS_FIELD = 'ranks';
+export const RANK_RNG_STATES_FIELD = 'rankRngStates';
+
 /**
  * `stepper` with checkpoints written by rank 0 alone, every rank waiting at a barrier until the
  * file is complete (a rank that went on could otherwise read or race a half-written checkpoint).
+ * The checkpoint's trainer state carries every rank's sampler state (gathered as float64 bits), so
+ * that a resume with the same rank count continues each rank's data order (rankTrainerState).
  */
 export function rankZeroSaves<B extends Batch>(stepper: Stepper<B>, comm: Communicator): Stepper<B> {
   const save = stepper.save;
@@ -55,8 +61,34 @@ export function rankZeroSaves<B extends Batch>(stepper: Stepper<B>, comm: Commun
   return {
     ...stepper,
     save: async (path: string, state: TrainerState) => {
-      if (comm.rank === 0) await save.call(stepper, path, state);
+      const mine = Float64Array.from(state.rngState ?? []);
+      const all = new Float64Array((await comm.allGather(new Float32Array(mine.buffer))).buffer);
+      const states = Array.from({ length: comm.size }, (_, r) => Array.from(all.subarray(r * mine.length, (r + 1) * mine.length)));
+      if (comm.rank === 0) await save.call(stepper, path, { ...state, [RANKS_FIELD]: comm.size, [RANK_RNG_STATES_FIELD]: states });
       await comm.barrier();
     },
   };
+}
+
+/**
+ * This process's trainer state from a checkpoint's: under `comm` (several ranks) its own rank's data
+ * order; in one process (`comm` absent or of size 1) the state as saved. A checkpoint written by
+ * another number of ranks → E_CONFIG_INCOMPATIBLE (a resume continues the same job's data orders).
+ */
+export function rankTrainerState(file: string, state: TrainerState | undefined, comm: Communicator | undefined): TrainerState | undefined {
+  if (state === undefined) return undefined;
+  const size = comm?.size ?? 1;
+  const saved = state[RANKS_FIELD] ?? 1;
+  if (saved !== size) {
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${file} was written by ${String(saved)} rank(s), this job has ${size}: resume it with the same rank count${saved === 1 ? ' (one process: drop --dist)' : ` (mpirun -np ${String(saved)} ... --dist mpi)`}`);
+  }
+  if (size === 1) return state;
+  const states = state[RANK_RNG_STATES_FIELD];
+  const mine = Array.isArray(states) && states.length === size ? (states[comm!.rank] as unknown) : undefined;
+  if (!Array.isArray(mine) || !mine.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    throw new HiermemError('E_CHECKPOINT_CORRUPT', `${file}: trainer state lacks rank ${comm!.rank}'s data order`);
+  }
+  const { [RANK_RNG_STATES_FIELD]: _all, ...rest } = state;
+  void _all;
+  return { ...rest, ...(mine.length ? { rngState: mine as number[] } : {}) };
 }

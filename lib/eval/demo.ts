@@ -115,7 +115,8 @@ export function pooledAccuracy(buckets: ReadonlyArray<{ name: string; accuracy: 
   return n ? ok / n : 0;
 }
 
-function machineName(): string {
+/** The machine a run's timings come from (CPU model, cores, memory, platform, node). */
+export function machineName(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   return `${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${process.platform}-${process.arch}, node ${process.versions.node}`;
 }

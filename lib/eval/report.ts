@@ -55,11 +55,13 @@ dense2x: a dense model with about twice the anchor's parameters trained on all t
 `;
 }
 
-function esc(s: string): string {
+/** Text for HTML: the four characters that could break out of an element or attribute, escaped. */
+export function esc(s: string): string {
   return s.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
 }
 
-function smooth(y: number[], w: number): number[] {
+/** Trailing moving average over w points (loss curves). */
+export function smooth(y: number[], w: number): number[] {
   return y.map((_, i) => {
     const a = Math.max(0, i - w + 1);
     const s = y.slice(a, i + 1);

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readdir, unlink } from 'node:fs/promises';
 import { readSafetensorsHeader, removeStaleTempFiles } from '../io/safetensors.js';
+import { parseManifest, type ShardManifest } from './shard-checkpoint.js';
 
 export type MemoryTrainMode = 'cotrain' | 'posthoc' | 'joint';
 
@@ -129,17 +130,27 @@ export interface LoadedHierarchical {
   tokenizer: Tokenizer;
   optimizer?: AdamW;
   trainer?: TrainerState;
+  /** A sharded checkpoint's manifest (lib/train/shard-checkpoint.ts); absent for one bank file. */
+  shards?: ShardManifest;
 }
 
 /**
  * Loads a checkpoint written by saveHierarchicalCheckpoint. The bank is memory-mapped (`inRam`
  * false, the default for inference: only fetched blocks are read) or loaded into RAM.
  */
-export async function loadHierarchicalCheckpoint(file: string, o: { maxBatch?: number; inRam?: boolean; writable?: boolean } = {}): Promise<LoadedHierarchical> {
+export async function loadHierarchicalCheckpoint(file: string, o: { maxBatch?: number; inRam?: boolean; writable?: boolean; shardRanks?: readonly number[] } = {}): Promise<LoadedHierarchical> {
   const { loadCheckpoint } = await import('./checkpoint.js');
   const { MemoryBank } = await import('../memory/bank.js');
   const { HierarchicalModel } = await import('../memory/memory-model.js');
   const ck = await loadCheckpoint(file, { maxBatch: o.maxBatch });
+  // a sharded checkpoint (an MPI run): a RAM bank with the shards asked for (default all; no MPI needed)
+  const shards = parseManifest(file, ck.extraMetadata ?? {});
+  if (shards) {
+    const { openShardedCheckpoint } = await import('./shard-load.js');
+    const s = await openShardedCheckpoint(file, ck, shards, { maxBatch: o.maxBatch, ...(o.shardRanks ? { ranks: o.shardRanks } : {}) });
+    const trainer = o.shardRanks?.length === 1 ? s.trainer : ck.trainer;
+    return { hm: s.hm, tokenizer: ck.tokenizer, shards, ...(s.optimizer ? { optimizer: s.optimizer } : {}), ...(trainer ? { trainer } : {}) };
+  }
   const bankName = ck.extraMetadata?.memory_bank;
   if (!bankName) throw new HiermemError('E_CONFIG_INCOMPATIBLE', `${file}: checkpoint has no memory bank (an anchor-only checkpoint)`);
   if (path.basename(bankName) !== bankName) throw new HiermemError('E_CHECKPOINT_CORRUPT', `${file}: memory_bank must be a file name beside the checkpoint`);

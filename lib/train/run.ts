@@ -10,12 +10,14 @@ import { HiermemError } from '../errors.js';
 import { AnchorModel, type Batch } from '../model/anchor.js';
 import type { ModelConfig } from '../model/config.js';
 import { generate } from '../model/generate.js';
+import { limitVocab } from './limit-vocab.js';
 import { checkSameTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { encodeDocuments } from '../data/stream.js';
 import { WindowSampler } from '../data/windows.js';
 import { packByLeaf, PathBatchSampler, type SequenceSource } from '../data/packing.js';
 import type { PreparedData } from '../data/prepared.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
+import { isHfModelDir, loadHfModel } from '../io/hf-import.js';
 import { RetrievalTree } from '../retrieval/tree.js';
 import { MemoryBank } from '../memory/bank.js';
 import { HierarchicalModel, GENERIC_PATH, type PathBatch } from '../memory/memory-model.js';
@@ -26,7 +28,10 @@ import { loadCheckpoint, type TrainerState } from './checkpoint.js';
 import { trainLoop, anchorStepper, type Source, type Stepper, type TrainHistory, type TrainOptions } from './trainer.js';
 import { memoryStepper, loadHierarchicalCheckpoint, type MemoryTrainOptions } from './memory-trainer.js';
 import type { Communicator } from '../dist/communicator.js';
-import { gradientReducer, rankSeed, rankZeroSaves } from '../dist/data-parallel.js';
+import { gradientReducer, rankSeed, rankTrainerState, rankZeroSaves } from '../dist/data-parallel.js';
+import type { ShardPlan } from '../memory/shard-plan.js';
+import { MANIFEST_KEY } from './shard-checkpoint.js';
+import { checkShardedResume, prepareShardedRun, shardedLogitsForPath, type ShardedRunInput } from './shard-run.js';
 
 /** The checkpoint `train --out DIR` writes: DIR/checkpoint.safetensors. */
 export const CHECKPOINT_FILE = 'checkpoint.safetensors';
@@ -82,6 +87,11 @@ export interface MemoryRunOptions {
    * 1/(k+1) (paper §4.5); 'generic': every sequence uses the generic memory only (no retrieval).
    */
   routing?: 'tree' | 'generic';
+  /**
+   * Indices of the layers that carry memories (default: all; the paper finds the last ones about as
+   * good), or a function of the anchor's layer count giving them (the anchor may come from a file).
+   */
+  layers?: readonly number[] | ((nLayers: number) => readonly number[]);
 }
 
 /**
@@ -120,14 +130,21 @@ export interface RunOptions {
    * rank), gradients are averaged every step, rank 0 alone writes checkpoints. Absent or local: one process.
    */
   communicator?: Communicator;
+  /**
+   * A memory run under a communicator of several ranks: bank levels >= this tree level (1-based,
+   * default 1) are sharded by subtree across the ranks (lib/train/shard-run.ts).
+   */
+  shardLevel?: number;
+  /** A sharded memory run calls this after every step with what the step exchanged (benchmarks). */
+  onShardedStep?: ShardedRunInput['onStep'];
 }
 
 export interface PreparedRun {
   /** The anchor being trained (host copy; synced from a device when training returns). */
   model: AnchorModel;
   optimizer: AdamW;
-  /** Present for a memory run. */
-  memory?: { hm: HierarchicalModel; tree: RetrievalTree; sizes: MemorySizes };
+  /** Present for a memory run; `shardPlan` when its bank is sharded across ranks. */
+  memory?: { hm: HierarchicalModel; tree: RetrievalTree; sizes: MemorySizes; shardPlan?: ShardPlan };
   /** The trainer state a resumed run continues from. */
   start?: TrainerState;
   /** The checkpoint file resumed, if any. */
@@ -161,6 +178,8 @@ async function startAnchor(o: RunOptions): Promise<{ model: AnchorModel; optimiz
   if (a === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'a new run needs an anchor (a config, a checkpoint or a model)');
   if ('config' in a) return { model: AnchorModel.create(a.config, { maxBatch: o.batchSize }) };
   if ('checkpoint' in a) {
+    // a Hugging Face model folder serves as it is (read as `hiermem import hf` would)
+    if (await isHfModelDir(a.checkpoint)) return { model: (await loadHfModel(a.checkpoint, { maxBatch: o.batchSize, tokenizer: o.tokenizer })).model };
     const file = await resolveCheckpointPath(a.checkpoint);
     return { model: (await loadCheckpoint(file, { maxBatch: o.batchSize, withOptimizer: false, tokenizer: o.tokenizer })).model };
   }
@@ -174,13 +193,11 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
   // A memory run: asked for, or resuming a checkpoint that names a bank.
   const header = resumed !== undefined ? await readSafetensorsHeader(resumed) : null;
   const dist = o.communicator !== undefined && o.communicator.kind !== 'local' ? o.communicator : undefined;
-  if (o.memory !== undefined || header?.metadata.memory_bank !== undefined) {
-    if (dist) throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'sharded memory training under MPI is not built yet: train memories in one process (drop --dist)');
-    return prepareMemoryRun(o, resumed);
+  if (o.memory !== undefined || header?.metadata.memory_bank !== undefined || header?.metadata[MANIFEST_KEY] !== undefined) {
+    if (resumed !== undefined) checkShardedResume(resumed, header!.metadata, dist);
+    return prepareMemoryRun(o, resumed, dist);
   }
-  if (dist && dist.size > 1 && resumed !== undefined) {
-    throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'resuming a data-parallel run is not built yet (its checkpoint holds the data order of rank 0 alone)');
-  }
+  if (o.shardLevel !== undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'a shard level applies to memory runs (--tree) only');
   // every rank its own data order; validation batches stay the same on every rank
   const seed = dist ? rankSeed(o.seed, dist.rank) : o.seed;
 
@@ -189,7 +206,7 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
     const ck = await loadCheckpoint(resumed, { maxBatch: o.batchSize, tokenizer: o.tokenizer });
     model = ck.model;
     optimizer = ck.optimizer ?? new AdamW(model, { weightDecay: o.weightDecay });
-    start = ck.trainer;
+    start = rankTrainerState(resumed, ck.trainer, dist); // data-parallel: this rank's own data order
   } else {
     const a = await startAnchor(o);
     model = a.model;
@@ -211,7 +228,7 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
   const local = anchorStepper(model, optimizer, o.tokenizer, { backend: o.backend, ...(dist ? { reduceGradients: gradientReducer(dist) } : {}) });
   const stepper = dist ? rankZeroSaves(local, dist) : local;
   return finish(o.tokenizer, stepper, source, val, start, resumed, model, optimizer, undefined,
-    async (prompt, maxTokens) => generate(model, o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens)));
+    async (prompt, maxTokens) => generate(limitVocab(model, o.tokenizer.vocabSize), o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens)));
 }
 
 function greedy(tokenizer: Tokenizer, maxTokens: number) {
@@ -233,10 +250,12 @@ function finish<B extends Batch>(
   };
 }
 
-async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Promise<PreparedRun> {
+async function prepareMemoryRun(o: RunOptions, resumed: string | undefined, dist?: Communicator): Promise<PreparedRun> {
   let hm: HierarchicalModel, optimizer: AdamW, start: TrainerState | undefined, tree: RetrievalTree, treeFile: string | undefined;
+  let shardResume: ShardedRunInput['resumed'];
   if (resumed !== undefined) {
-    const ck = await loadHierarchicalCheckpoint(resumed, { maxBatch: o.batchSize, inRam: true });
+    const ck = await loadHierarchicalCheckpoint(resumed, { maxBatch: o.batchSize, inRam: true, ...(dist ? { shardRanks: [dist.rank] } : {}) });
+    if (ck.shards) shardResume = { manifest: ck.shards, ...(ck.trainer ? { trainer: ck.trainer } : {}) };
     checkSameTokenizer(ck.tokenizer, o.tokenizer, resumed);
     hm = ck.hm;
     optimizer = ck.optimizer ?? new AdamW(hm.anchor, { weightDecay: o.weightDecay });
@@ -256,8 +275,9 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
       const where = typeof m.tree === 'string' ? ` ${m.tree}` : '';
       throw new HiermemError('E_CONFIG_INCOMPATIBLE', `memory levels list ${m.levels.length} levels, the tree${where} has ${tree.p}`);
     }
-    const spec = resolveMemorySpec({ k: tree.k, levels: [...m.levels], generic: true }, a.model.config);
+    const spec = resolveMemorySpec({ k: tree.k, levels: [...m.levels], generic: true, ...(m.layers ? { layers: [...(typeof m.layers === 'function' ? m.layers(a.model.config.nLayers) : m.layers)] } : {}) }, a.model.config);
     const seed = m.bankSeed ?? o.seed;
+    if (m.bankFile !== undefined && dist) throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'a bank file is one process\'s: a sharded run keeps each rank\'s shard in RAM (drop --bank-file)');
     if (m.bankFile !== undefined) await mkdir(path.dirname(m.bankFile), { recursive: true });
     const bank = m.bankFile !== undefined
       ? await MemoryBank.createFile(m.bankFile, spec, a.model.config.dModel, { seed })
@@ -266,17 +286,19 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
     optimizer = a.optimizer ? copyOptimizer(hm.anchor, a.optimizer) : new AdamW(hm.anchor, { weightDecay: o.weightDecay });
   }
   // eval and generate look for the tree beside the checkpoint
-  if (o.outDir !== undefined && (treeFile === undefined || path.resolve(treeFile) !== path.resolve(o.outDir, TREE_FILE))) {
+  if (o.outDir !== undefined && (dist === undefined || dist.rank === 0) && (treeFile === undefined || path.resolve(treeFile) !== path.resolve(o.outDir, TREE_FILE))) {
     await mkdir(o.outDir, { recursive: true });
     await tree.save(path.join(o.outDir, TREE_FILE));
   }
 
   let train: SequenceSource, valSeqs: SequenceSource | undefined;
+  let docPaths: Int32Array | undefined;
   if ('documents' in o.data) {
     const padId = o.tokenizer.padId;
     if (padId === undefined) throw new HiermemError('E_INVALID_ARGUMENT', 'packing documents per leaf needs a tokenizer with a pad token');
     const pack = async (texts: readonly string[]) => {
       const paths = await tree.assignTexts(texts);
+      docPaths ??= paths; // the training documents' (packed first): what a sharded run balances
       return packByLeaf({ docs: texts.map((t) => o.tokenizer.encode(t)), paths, levels: tree.p },
         { seqLen: hm.anchor.config.seqLen, eotId: o.tokenizer.eotId, padId });
     };
@@ -295,6 +317,14 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
     valSeqs = o.data.valPacked;
   }
   const generic = o.memory?.routing === 'generic';
+  if (dist) {
+    return shardedMemoryRun({
+      hm, optimizer, tokenizer: o.tokenizer, comm: dist, train, ...(valSeqs ? { val: valSeqs } : {}), ...(docPaths ? { docPaths } : {}),
+      ...(o.shardLevel !== undefined ? { shardLevel: o.shardLevel } : {}), seed: o.seed, genericOnly: generic,
+      ...(shardResume ? { resumed: shardResume } : {}), ...(o.memoryTraining ? { memoryTraining: o.memoryTraining } : {}), ...(o.backend ? { backend: o.backend } : {}),
+      ...(o.onShardedStep ? { onStep: o.onShardedStep } : {}),
+    }, tree, resumed);
+  }
   const sampler = new PathBatchSampler(train, { seed: o.seed, genericK: generic ? 0 : tree.k, ...(start?.rngState ? { state: start.rngState } : {}) });
   const source: Source<PathBatch> = generic
     ? { next: (b) => { const x = sampler.next(b); x.paths.fill(GENERIC_PATH); return x; }, rngState: () => sampler.rngState() }
@@ -305,6 +335,26 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined): Pro
   return finish(o.tokenizer, stepper, source, val, start, resumed, hm.anchor, optimizer, { hm, tree, sizes },
     async (prompt, maxTokens) => {
       const route = generic ? new Int32Array(tree.p).fill(GENERIC_PATH) : await tree.assignText(prompt);
-      return generate(hm.logitsForPath(route), o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens));
+      return generate(limitVocab(hm.logitsForPath(route), o.tokenizer.vocabSize), o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens));
     });
+}
+
+/** A memory run whose bank is sharded across the communicator's ranks (lib/train/shard-run.ts). */
+async function shardedMemoryRun(x: ShardedRunInput, tree: RetrievalTree, resumed: string | undefined): Promise<PreparedRun> {
+  const sh = await prepareShardedRun(x);
+  const { hm, tokenizer } = x;
+  const sizes = memorySizes(hm.bank.spec, hm.anchor.config, hm.anchor.paramCount);
+  let last: string | undefined;
+  const run = finish(tokenizer, sh.stepper, sh.source, sh.val, sh.start, resumed, hm.anchor, x.optimizer, { hm, tree, sizes, shardPlan: sh.plan },
+    async (prompt, maxTokens) => {
+      const route = x.genericOnly ? new Int32Array(tree.p).fill(GENERIC_PATH) : await tree.assignText(prompt);
+      const g = await shardedLogitsForPath(hm, sh.plan, x.comm.rank, route, () => last);
+      try {
+        return generate(limitVocab(g.logits, tokenizer.vocabSize), tokenizer.encode(prompt), greedy(tokenizer, maxTokens));
+      } finally {
+        g.close();
+      }
+    });
+  const train = run.train;
+  return { ...run, train: (t) => { last = t.checkpointPath; return train(t); } };
 }
