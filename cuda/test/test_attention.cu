@@ -155,7 +155,7 @@ void run_case(hmt::Ctx& ctx, const Case& c, uint64_t seed, const std::vector<int
   ctx.expect_equal(L + " backward bitwise repeatable", d_dqkv.download(), dqkv_gpu);
 }
 
-// The shapes of the brief: a 1-token sequence, odd T and H, T not a multiple of any tile (33, 130,
+// Shapes that catch tiling edges: a 1-token sequence, odd T and H, T not a multiple of any tile (33, 130,
 // 257 = 4*64+1), hd 8..128 and a 12-head case.
 const int64_t kShapes[][4] = {{1, 1, 1, 8}, {2, 7, 3, 16}, {1, 33, 2, 64}, {2, 130, 4, 32}, {1, 257, 2, 128}, {1, 64, 12, 64}};
 
