@@ -22,7 +22,9 @@
 # `bash bench/gpu.sh --nccl` (issue #14): instead of the above, the NCCL check for a machine with 2 GPUs or
 # more, Node.js, Open MPI and libnccl.so.2: builds the addon (cmake-js) and runs test/dist-nccl-worker.ts
 # on one rank per GPU (CUDA_VISIBLE_DEVICES = the local rank): NCCL bootstrapped over MPI, all-reduces of
-# host buffers staged through each GPU compared with the rank-order reference. Prints PASS or FAIL.
+# host buffers staged through each GPU compared with the rank-order reference; then the training step of
+# `train --backend cuda --dist mpi` (test/dist-nccl-cuda-worker.ts: NCCL means the anchor's device
+# gradients), one rank per GPU x batch 2 against one GPU x batch 2 x GPUs. Prints PASS or FAIL.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -31,7 +33,7 @@ if [ "${1:-}" = "--nccl" ]; then
   ((NGPU >= 2)) || { echo "gpu.sh --nccl: needs 2 GPUs or more (nvidia-smi sees $NGPU)"; exit 2; }
   command -v mpirun >/dev/null && command -v node >/dev/null || { echo "gpu.sh --nccl: needs mpirun (openmpi-bin) and node"; exit 2; }
   NDIR=$(mktemp -d)
-  { npx cmake-js build --out build-nccl --CDHIERMEM_CUDA=OFF && npx tsc -p tsconfig.json; } >"$NDIR/build.log" 2>&1 || { tail -20 "$NDIR/build.log"; echo "gpu.sh --nccl: build FAILED"; exit 2; }
+  { npx cmake-js build --out build-nccl --CDHIERMEM_CUDA=ON && npx tsc -p tsconfig.json; } >"$NDIR/build.log" 2>&1 || { tail -20 "$NDIR/build.log"; echo "gpu.sh --nccl: build FAILED"; exit 2; }
   HIERMEM_ADDON_PATH=$ROOT/build-nccl/Release/hiermem.node timeout 300 mpirun --allow-run-as-root -np "$NGPU" \
     sh -c 'CUDA_VISIBLE_DEVICES=$OMPI_COMM_WORLD_LOCAL_RANK exec node dist/test/dist-nccl-worker.js "$0" ${HIERMEM_NCCL_LIB:-libnccl.so.2}' "$NDIR" \
     || { echo "gpu.sh --nccl: FAIL (mpirun exit $?)"; exit 1; }
@@ -48,7 +50,23 @@ if [ "${1:-}" = "--nccl" ]; then
       ok &&= rs[0]['head' + k].every((x, i) => Math.abs(x - sum[i]) <= 1e-5 * Math.max(1, Math.abs(sum[i])));
     }
     console.log('gpu.sh --nccl: NCCL ' + rs[0].version + ' on ' + n + ' GPUs: ' + (ok ? 'PASS' : 'FAIL') + ' (same id and bits on every rank; sums within 1e-5 of the reference)');
-    process.exit(ok ? 0 : 1);"
+    process.exit(ok ? 0 : 1);" || exit 1
+  mkdir -p "$NDIR/one" "$NDIR/all"
+  HIERMEM_ADDON_PATH=$ROOT/build-nccl/Release/hiermem.node CUDA_VISIBLE_DEVICES=0 timeout 300 \
+    node dist/test/dist-nccl-cuda-worker.js "$NDIR/one" $((2 * NGPU)) 4 2>"$NDIR/train.log" \
+    || { tail -20 "$NDIR/train.log"; echo "gpu.sh --nccl: training on 1 GPU FAILED"; exit 1; }
+  HIERMEM_ADDON_PATH=$ROOT/build-nccl/Release/hiermem.node timeout 300 mpirun --allow-run-as-root -np "$NGPU" \
+    sh -c 'CUDA_VISIBLE_DEVICES=$OMPI_COMM_WORLD_LOCAL_RANK exec node dist/test/dist-nccl-cuda-worker.js "$0" 2 4 ${HIERMEM_NCCL_LIB:-libnccl.so.2}' "$NDIR/all" \
+    || { echo "gpu.sh --nccl: data-parallel CUDA training FAIL (mpirun exit $?)"; exit 1; }
+  node --input-type=module -e "
+    import { assertSliceRunsMatch } from './dist/test/dist-checks.js';
+    try {
+      await assertSliceRunsMatch('$NDIR/one', '$NDIR/all', 4);
+      console.log('gpu.sh --nccl: train --backend cuda --dist mpi step on $NGPU GPUs: PASS (ranks bit-identical; = 1 GPU x batch $((2 * NGPU)) within fp32 tolerance)');
+    } catch (e) {
+      console.log('gpu.sh --nccl: train --backend cuda --dist mpi step on $NGPU GPUs: FAIL: ' + e.message);
+      process.exit(1);
+    }"
   exit $?
 fi
 BUILD=$ROOT/build-gpu

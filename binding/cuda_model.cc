@@ -1,6 +1,6 @@
 // cuda_model.cc — NativeCudaModel, made by createCudaAnchorModel(dims, maxBatch, memory?, gemmMode?):
 //   uploadParams / downloadParams / downloadGrads / zeroGrad / forwardBackward / forwardLoss /
-//   adamwStep / gradNorm / downloadAdamState / uploadAdamState / dispose
+//   adamwStep / gradNorm / downloadAdamState / uploadAdamState / allReduceGradients / dispose
 // It mirrors NativeModel (model.cc) with the parameters, gradients and AdamW state in device memory:
 // the host sees them only through upload/download calls. Configs and batches go through the CPU
 // model's parsers (model_args.h, optimizer_args.h) before anything reaches the GPU. The model uses
@@ -17,6 +17,7 @@
 #include "binding.h"
 #include "cuda_lib.h"
 #include "model_args.h"
+#include "nccl_lib.h"
 #include "optimizer_args.h"
 
 namespace hmb {
@@ -59,6 +60,7 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
                         InstanceMethod<&NativeCudaModel::GradNorm>("gradNorm"),
                         InstanceMethod<&NativeCudaModel::DownloadAdamState>("downloadAdamState"),
                         InstanceMethod<&NativeCudaModel::UploadAdamState>("uploadAdamState"),
+                        InstanceMethod<&NativeCudaModel::AllReduceGradients>("allReduceGradients"),
                         InstanceMethod<&NativeCudaModel::Dispose>("dispose"),
                         InstanceAccessor<&NativeCudaModel::ParamCount>("paramCount"),
                         InstanceAccessor<&NativeCudaModel::Busy>("busy")});
@@ -379,6 +381,28 @@ class NativeCudaModel : public Napi::ObjectWrap<NativeCudaModel> {
       check(api_->adamw_update(p + s.offset, g + s.offset, m + s.offset, v + s.offset, s.length, &k, stream_), "adamw_update");
     }
     check(api_->stream_synchronize(stream_), "adamw_update");
+  }
+
+  // allReduceGradients(mean) -> Promise<void>: data-parallel training over NCCL (nccl_lib.h, initialised
+  // over MPI first). The gradients are all-reduced in place on the model's own stream, after the
+  // backward pass queued there and before the AdamW update; the stream is synchronised before the
+  // promise settles, so the host sees a finished reduction, as after every other call.
+  Napi::Value AllReduceGradients(const Napi::CallbackInfo& info) {
+    auto env = info.Env();
+    check_idle(env);
+    if (info.Length() < 1 || !info[0].IsBoolean()) fail(env, "E_INVALID_ARGUMENT", "mean must be a boolean");
+    const bool mean = info[0].As<Napi::Boolean>().Value();
+    busy_ = true;
+    auto* w = new PromiseWorker(
+        env,
+        [this, mean] {
+          nccl::allreduce_device(grads_, n_, mean, stream_);
+          check(api_->stream_synchronize(stream_), "the gradient all-reduce");
+        },
+        [](Napi::Env e) { return e.Undefined(); }, {Value()}, [this] { busy_ = false; });
+    auto p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -3,14 +3,13 @@
 // are ints), so that every call passes its handles with the type the library was compiled for.
 #include "mpi_lib.h"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <mutex>
-#include <stdexcept>
 #include <vector>
+
+#include "dl_lib.h"
 
 namespace hmb::mpi {
 
@@ -50,22 +49,11 @@ struct Lib {
 };
 Lib g;
 
-[[noreturn]] void throw_code(const char* code, const std::string& msg) {
-  throw std::runtime_error(std::string("[") + code + "] " + msg);
-}
-
-template <typename T>
-bool sym(void* h, const char* name, T* out) {
-  void* p = dlsym(h, name);
-  *out = reinterpret_cast<T>(p);
-  return p != nullptr;
-}
-
 template <typename H>
 std::string bind(void* h, Fns<H>& f) {
   const char* missing = nullptr;
 #define HM_SYM(n)                                              \
-  if (!missing && !sym(h, "MPI_" #n, &f.n)) missing = "MPI_" #n;
+  if (!missing && !dl_sym(h, "MPI_" #n, &f.n)) missing = "MPI_" #n;
   HM_SYM(Init_thread) HM_SYM(Initialized) HM_SYM(Finalized) HM_SYM(Finalize) HM_SYM(Comm_rank) HM_SYM(Comm_size)
   HM_SYM(Allgather) HM_SYM(Alltoall) HM_SYM(Bcast) HM_SYM(Barrier) HM_SYM(Abort) HM_SYM(Wtime) HM_SYM(Error_string)
   HM_SYM(Get_library_version)
@@ -116,15 +104,11 @@ std::string open(const std::string& path) {
   std::lock_guard<std::mutex> lock(g.mu);
   if (g.handle) return g.path == path ? "" : "an MPI library is already loaded from " + g.path + "; cannot also load " + path;
   if (path.empty()) return "no MPI library path given";
-  dlerror();
-  // RTLD_GLOBAL: Open MPI's components (dlopen'ed by libmpi) resolve libmpi's symbols globally
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
-  if (!h) {
-    const char* e = dlerror();
-    return "dlopen failed: " + std::string(e ? e : path.c_str());
-  }
-  // Never dlclosed (also on the error paths below): its constructors may have run.
   std::string err;
+  // RTLD_GLOBAL: Open MPI's components (dlopen'ed by libmpi) resolve libmpi's symbols globally
+  void* h = dl_open(path, RTLD_NOW | RTLD_GLOBAL, &err);
+  if (!h) return err;
+  // Never dlclosed (also on the error paths below): its constructors may have run.
   void* world = dlsym(h, "ompi_mpi_comm_world");
   if (world) {
     err = bind(h, g.ompi);

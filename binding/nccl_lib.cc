@@ -3,13 +3,11 @@
 // enums are ints); the CUDA runtime calls of the host-buffer path likewise.
 #include "nccl_lib.h"
 
-#include <dlfcn.h>
-
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <stdexcept>
 
+#include "dl_lib.h"
 #include "mpi_lib.h"
 
 namespace hmb::nccl {
@@ -55,17 +53,6 @@ struct Lib {
 };
 Lib g;
 
-[[noreturn]] void throw_code(const char* code, const std::string& msg) {
-  throw std::runtime_error(std::string("[") + code + "] " + msg);
-}
-
-template <typename T>
-bool sym(void* h, const char* name, T* out) {
-  void* p = dlsym(h, name);
-  *out = reinterpret_cast<T>(p);
-  return p != nullptr;
-}
-
 void check_nccl(int rc, const char* what) {
   if (rc == 0) return;
   const char* s = g.f.GetErrorString ? g.f.GetErrorString(rc) : nullptr;
@@ -84,8 +71,8 @@ void open_cudart() {
     if (!h) continue;
     Cudart rt;
     rt.handle = h;
-    if (sym(h, "cudaMalloc", &rt.Malloc) && sym(h, "cudaFree", &rt.Free) && sym(h, "cudaMemcpy", &rt.Memcpy) &&
-        sym(h, "cudaDeviceSynchronize", &rt.DeviceSynchronize)) {
+    if (dl_sym(h, "cudaMalloc", &rt.Malloc) && dl_sym(h, "cudaFree", &rt.Free) && dl_sym(h, "cudaMemcpy", &rt.Memcpy) &&
+        dl_sym(h, "cudaDeviceSynchronize", &rt.DeviceSynchronize)) {
       g.rt = rt;
       return;
     }
@@ -111,16 +98,13 @@ std::string open(const std::string& path) {
   std::lock_guard<std::mutex> lock(g.mu);
   if (g.handle) return g.path == path ? "" : "an NCCL library is already loaded from " + g.path + "; cannot also load " + path;
   if (path.empty()) return "no NCCL library path given";
-  dlerror();
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!h) {
-    const char* e = dlerror();
-    return "dlopen failed: " + std::string(e ? e : path.c_str());
-  }
+  std::string err;
+  void* h = dl_open(path, RTLD_NOW | RTLD_LOCAL, &err);
+  if (!h) return err;
   Fns f;
   const char* missing = nullptr;
 #define HM_SYM(n) \
-  if (!missing && !sym(h, "nccl" #n, &f.n)) missing = "nccl" #n;
+  if (!missing && !dl_sym(h, "nccl" #n, &f.n)) missing = "nccl" #n;
   HM_SYM(GetVersion) HM_SYM(GetErrorString) HM_SYM(GetUniqueId) HM_SYM(CommInitRank) HM_SYM(AllReduce) HM_SYM(CommDestroy)
 #undef HM_SYM
   if (missing) return path + " lacks " + missing + " (not an NCCL library?)";

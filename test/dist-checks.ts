@@ -1,10 +1,39 @@
 /**
  * Checks shared by the MPI tests (one machine, test/dist-mpi.test.ts; two namespaces,
- * test/dist-netns.test.ts) on what test/dist-mpi-worker.ts writes: rank-<r>.json and rank-<r>.f32.
+ * test/dist-netns.test.ts) on what test/dist-mpi-worker.ts writes: rank-<r>.json and rank-<r>.f32;
+ * and the mpirun launcher the one-machine tests (dist-mpi, dist-shard, dist-nccl) share.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+
+/** Why the MPI tests cannot run here, or null (Open MPI's mpirun is on PATH); `needsOpenMpi` says why another mpirun will not do. */
+export function mpiMissing(needsOpenMpi = 'these tests pass its flags'): string | null {
+  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
+  if (!/Open MPI|OpenRTE/i.test(r.stdout + r.stderr)) return `mpirun is not Open MPI's (${needsOpenMpi})`;
+  return null;
+}
+
+/** The environment of launched ranks: no single-copy shared memory (refused in containers), one thread each. */
+export const MPI_ENV = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', HIERMEM_THREADS: '1' };
+
+export interface Done { code: number | null; signal: string | null; stderr: string; ms: number }
+
+/** Runs `node args` on np ranks (np 0: one plain process, no mpirun), its process group killed after timeoutMs. */
+export function launch(np: number, args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = MPI_ENV): Promise<Done> {
+  const root = typeof process.getuid === 'function' && process.getuid() === 0 ? ['--allow-run-as-root'] : [];
+  const [cmd, argv] = np === 0 ? [process.execPath, args] : ['mpirun', ['-np', String(np), '--oversubscribe', ...root, process.execPath, ...args]];
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
+    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr, ms: Date.now() - t0 }); });
+  });
+}
 
 export async function rankJson<T>(dir: string, rank: number): Promise<T> {
   return JSON.parse(await readFile(path.join(dir, `rank-${rank}.json`), 'utf8')) as T;

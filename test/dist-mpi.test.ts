@@ -8,7 +8,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,38 +21,15 @@ import { HiermemError } from '../lib/errors.js';
 import { loadNative } from '../lib/native.js';
 import type { NativeMpi } from '../lib/dist/mpi.js';
 import { rankData, sha, documents, TINY } from './dist-mpi-worker.js';
-import { assertSliceRunsMatch, rankJson } from './dist-checks.js';
+import { assertSliceRunsMatch, launch as launchRanks, MPI_ENV, mpiMissing, rankJson, type Done } from './dist-checks.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-mpi-worker.js');
 const CLI = path.resolve(HERE, '../lib/cli/main.js');
 
-/** Why the MPI tests cannot run here, or null (Open MPI's mpirun is on PATH). */
-function mpiMissing(): string | null {
-  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
-  if (!/Open MPI|OpenRTE/i.test(r.stdout + r.stderr)) return 'mpirun is not Open MPI\'s (these tests pass its flags)';
-  return null;
-}
 const SKIP = mpiMissing();
-
-const ENV = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', HIERMEM_THREADS: '1' };
-
-interface Done { code: number | null; signal: string | null; stderr: string; ms: number }
-
-/** Runs `node args` on np ranks (np 0: one plain process, no mpirun), killed after timeoutMs. */
-function launch(np: number, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = ENV): Promise<Done> {
-  const root = typeof process.getuid === 'function' && process.getuid() === 0 ? ['--allow-run-as-root'] : [];
-  const [cmd, argv] = np === 0 ? [process.execPath, args] : ['mpirun', ['-np', String(np), '--oversubscribe', ...root, process.execPath, ...args]];
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
-    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr, ms: Date.now() - t0 }); });
-  });
-}
+const ENV = MPI_ENV;
+const launch = (np: number, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = ENV): Promise<Done> => launchRanks(np, args, timeoutMs, env);
 
 test('the reference sum adds in rank order; rank seeds keep rank 0 and differ elsewhere; launcher size', () => {
   const a = new Float32Array([1e8, 1]), b = new Float32Array([-1e8, 1]), c = new Float32Array([1, 1]);

@@ -8,7 +8,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,21 +16,14 @@ import { HiermemError } from '../lib/errors.js';
 import { orderedSum } from '../lib/dist/communicator.js';
 import { nativeNccl, ncclVersionText, openNcclLibrary } from '../lib/dist/nccl.js';
 import { rankData, sha } from './dist-mpi-worker.js';
-import { rankJson } from './dist-checks.js';
+import { launch, mpiMissing, rankJson } from './dist-checks.js';
 import { buildFakeNccl, hasGxx } from './dist-fake-nccl.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-nccl-worker.js');
 const code = (c: string, re?: RegExp) => (e: unknown) => e instanceof HiermemError && e.code === c && (!re || re.test(e.message));
 
-function mpiMissing(): string | null {
-  if (!hasGxx) return 'g++ not found: cannot build the NCCL test double';
-  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
-  if (!/Open MPI|OpenRTE/i.test(r.stdout + r.stderr)) return 'mpirun is not Open MPI\'s (the double uses Open MPI\'s ABI)';
-  return null;
-}
-const SKIP = mpiMissing();
+const SKIP = hasGxx ? mpiMissing('the double uses Open MPI\'s ABI') : 'g++ not found: cannot build the NCCL test double';
 
 test('NCCL: a missing library is refused naming the package; the functions check arguments and refuse before init', { skip: hasGxx ? false : 'g++ not found' }, async () => {
   assert.equal(ncclVersionText(21903), '2.19.3');
@@ -58,15 +50,8 @@ test('NCCL over MPI (2 ranks, the double): one unique id from rank 0 on both ran
   try {
     const lib = buildFakeNccl(dir);
     const log = path.join(dir, 'nccl.log');
-    const root = process.getuid?.() === 0 ? ['--allow-run-as-root'] : [];
-    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn('mpirun', ['-np', '2', '--oversubscribe', ...root, process.execPath, WORKER, dir, lib],
-        { env: { ...process.env, HIERMEM_FAKE_NCCL_LOG: log, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-      const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, 45_000);
-      child.on('close', (c) => { clearTimeout(timer); resolve({ code: c, stderr }); });
-    });
+    const r = await launch(2, [WORKER, dir, lib], 45_000,
+      { ...process.env, HIERMEM_FAKE_NCCL_LOG: log, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' });
     assert.equal(r.code, 0, r.stderr);
     const [a, b] = [await rankJson<Record<string, unknown>>(dir, 0), await rankJson<Record<string, unknown>>(dir, 1)];
     assert.deepEqual({ ...a, rank: 0 }, { ...b, rank: 0 }, 'both ranks: the same id and the same bits');

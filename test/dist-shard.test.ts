@@ -11,7 +11,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,36 +24,16 @@ import { RetrievalTree } from '../lib/retrieval/tree.js';
 import { FIX_PLAN, FIX_STEP, FIX_TOK, makeRanks, makeShardedCheckpoint, rankBatch, trainRanks, unionBatch } from './dist-shard-fixture.js';
 import { fakeCommunicators } from './dist-fake-comm.js';
 import { probeBatch, SHARD_DOCS } from './dist-shard-worker.js';
-import { rankJson } from './dist-checks.js';
+import { launch as launchRanks, MPI_ENV, mpiMissing, rankJson, type Done } from './dist-checks.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'dist-shard-worker.js');
 const CLI = path.resolve(HERE, '../lib/cli/main.js');
 const code = (c: string, re?: RegExp) => (e: unknown) => e instanceof HiermemError && e.code === c && (!re || re.test(e.message));
 
-function mpiMissing(): string | null {
-  const r = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) return 'mpirun not found (apt-get install openmpi-bin)';
-  if (!/Open MPI|OpenRTE/i.test(r.stdout + r.stderr)) return 'mpirun is not Open MPI\'s (these tests pass its flags)';
-  return null;
-}
 const SKIP = mpiMissing();
-const ENV = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', HIERMEM_THREADS: '1' };
-
-interface Done { code: number | null; signal: string | null; stderr: string; ms: number }
-
-function launch(np: number, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = ENV): Promise<Done> {
-  const root = typeof process.getuid === 'function' && process.getuid() === 0 ? ['--allow-run-as-root'] : [];
-  const [cmd, argv] = np === 0 ? [process.execPath, args] : ['mpirun', ['-np', String(np), '--oversubscribe', ...root, process.execPath, ...args]];
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
-    child.on('close', (c, signal) => { clearTimeout(timer); resolve({ code: c, signal, stderr, ms: Date.now() - t0 }); });
-  });
-}
+const ENV = MPI_ENV;
+const launch = (np: number, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = ENV): Promise<Done> => launchRanks(np, args, timeoutMs, env);
 
 // ---- without MPI ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "hiermem_cuda.h"
+#include "rope.cuh"
 
 namespace hmc {
 namespace {
@@ -28,16 +29,7 @@ __global__ void rope_kernel(float* x, const int32_t* pos, int64_t N, int64_t H, 
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t n = t / half, i = t - n * half;
     const double inv = pow(base, -2.0 * (double)i / (double)hd);
-    double sd, cd;
-    sincos((double)pos[n] * inv, &sd, &cd);
-    const float c = (float)cd, si = sign * (float)sd;
-    float* row = x + n * ld;
-    for (int64_t h = 0; h < H; h++) {
-      float* v = row + h * hd;
-      const float a = v[i], b = v[i + half];
-      v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, si));
-      v[i + half] = __fadd_rn(__fmul_rn(a, si), __fmul_rn(b, c));
-    }
+    rope_rotate_pair(x + n * ld, H, hd, i, (double)pos[n] * inv, sign);
   }
 }
 

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "hiermem_cuda.h"
+#include "kernels/rope.cuh"
 
 namespace hmc {
 
@@ -168,16 +169,7 @@ __global__ void rope_table_kernel(float* x, const int32_t* pos, const double* in
   const int64_t half = hd / 2;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < N * half; t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t n = t / half, i = t - n * half;
-    double sd, cd;
-    sincos((double)pos[n] * inv[i], &sd, &cd);
-    const float c = (float)cd, si = sign * (float)sd;
-    float* row = x + n * ld;
-    for (int64_t h = 0; h < H; h++) {
-      float* v = row + h * hd;
-      const float a = v[i], b = v[i + half];
-      v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, si));
-      v[i + half] = __fadd_rn(__fmul_rn(a, si), __fmul_rn(b, c));
-    }
+    rope_rotate_pair(x + n * ld, H, hd, i, (double)pos[n] * inv[i], sign);
   }
 }
 

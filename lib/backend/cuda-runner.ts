@@ -17,6 +17,7 @@ import { CudaAdamW } from '../train/cuda-adamw.js';
 import type { AnchorModel, Batch } from '../model/anchor.js';
 import type { AdamW, StepResult } from '../train/adamw.js';
 import type { BackendRunner } from './runner.js';
+import type { NcclCommunicator } from '../dist/nccl.js';
 
 export interface CudaRunnerOptions {
   /** Dense products on the device (default 'fp32', the reference). */
@@ -55,6 +56,11 @@ export class CudaAnchorRunner implements BackendRunner {
 
   loss(batch: Batch): Promise<number> {
     return this.device.loss(batch);
+  }
+
+  /** Data-parallel: the device gradients averaged over ranks by NCCL, between backward and step. */
+  allReduceGradients(comm: NcclCommunicator): Promise<void> {
+    return comm.allReduceModelGradients(this.device);
   }
 
   gradNorm(): number {

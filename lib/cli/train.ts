@@ -7,7 +7,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { HiermemError } from '../errors.js';
 import { loadNative } from '../native.js';
-import { resolveBackend, type Backend } from '../backend.js';
+import { resolveBackend, type Backend, type ResolvedBackend } from '../backend.js';
 import { MODEL_PRESETS, anchorParamCount, trainFlopsPerToken, resolveModelConfig, type ModelConfig } from '../model/config.js';
 import { ByteTokenizer, tokenizerFromJSON, type Tokenizer } from '../data/tokenizer.js';
 import { loadHfTokenizer } from '../data/hf-tokenizer.js';
@@ -79,12 +79,13 @@ export interface TrainFlags {
  * The run's communicator: MPI with --dist mpi (first, so that a machine without MPI fails before
  * any work); otherwise none, with a warning when an MPI launcher started this process.
  */
-function distOf(f: TrainFlags): Communicator | undefined {
+function distOf(f: TrainFlags, backend: ResolvedBackend): Communicator | undefined {
   if (f.shardLevel !== undefined) {
     if (!Number.isInteger(f.shardLevel) || f.shardLevel < 1) throw new HiermemError('E_INVALID_ARGUMENT', `--shard-level must be an integer >= 1, got ${f.shardLevel}`);
     if (f.dist !== 'mpi') throw new HiermemError('E_INVALID_ARGUMENT', '--shard-level applies to memory runs under --dist mpi');
   }
-  if (f.dist === 'mpi') return createCommunicator('mpi');
+  // the CUDA backend's anchor gradients are all-reduced on the device by NCCL (memory runs stay on MPI: the sharded bank trains on the CPU backend only)
+  if (f.dist === 'mpi') return createCommunicator('mpi', { nccl: backend === 'cuda' && f.tree === undefined });
   const launched = launcherWorldSize();
   if (f.dist === undefined && launched !== null && launched > 1) {
     process.stderr.write(`hiermem: warning: an MPI launcher started ${launched} processes but --dist is not set: each trains alone (pass --dist mpi)\n`);
@@ -163,7 +164,7 @@ export async function cmdTrain(f: TrainFlags): Promise<void> {
   if (f.threads) loadNative().setNumThreads(f.threads);
   // first, so that --backend cuda without a usable GPU fails before any work (E_BACKEND_UNAVAILABLE)
   const backend = resolveBackend(f.backend);
-  const comm = distOf(f);
+  const comm = distOf(f, backend);
   const ranks = comm?.size ?? 1;
   const lead = (comm?.rank ?? 0) === 0; // only rank 0 prints and writes; the others stay quiet
   const tokenizer = await tokenizerFor(f);

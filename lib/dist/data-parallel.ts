@@ -8,14 +8,27 @@
 import { HiermemError } from '../errors.js';
 import type { Batch } from '../model/anchor.js';
 import type { TrainerState } from '../train/checkpoint.js';
-import type { GradientReducer, Stepper } from '../train/trainer.js';
+import type { DeviceGradientReducer, GradientReducer, Stepper } from '../train/trainer.js';
 import { LocalCommunicator, type Communicator, type DistMode } from './communicator.js';
 import { MpiCommunicator, type MpiOptions } from './mpi.js';
+import { NcclCommunicator } from './nccl.js';
 
-/** The communicator of a run: a LocalCommunicator for 'none', MPI (initialised here) for 'mpi'. */
-export function createCommunicator(mode: DistMode, options: MpiOptions = {}): Communicator {
+/**
+ * The communicator of a run: a LocalCommunicator for 'none', MPI (initialised here) for 'mpi'; with
+ * `nccl` (the CUDA backend) NCCL bootstrapped over that MPI, for the device gradients.
+ */
+export function createCommunicator(mode: DistMode, options: MpiOptions & { nccl?: boolean } = {}): Communicator {
   if (mode === 'none') return new LocalCommunicator();
-  if (mode === 'mpi') return MpiCommunicator.create(options);
+  if (mode === 'mpi') {
+    const mpi = MpiCommunicator.create(options);
+    if (!options.nccl) return mpi;
+    try {
+      return NcclCommunicator.create(mpi);
+    } catch (e) {
+      mpi.close();
+      throw e;
+    }
+  }
   throw new HiermemError('E_INVALID_ARGUMENT', `dist must be 'none' or 'mpi', got ${String(mode)}`);
 }
 
@@ -37,12 +50,30 @@ export function rankSeed(seed: number, rank: number): number {
 export function gradientReducer(comm: Communicator): GradientReducer {
   return async (grads, loss) => {
     await comm.allReduceMean(grads);
-    const mine = new Float64Array([loss]);
-    const all = new Float64Array((await comm.allGather(new Float32Array(mine.buffer))).buffer);
-    let sum = 0;
-    for (let r = 0; r < all.length; r++) sum += all[r]!;
-    return sum / all.length;
+    return meanLoss(comm, loss);
   };
+}
+
+/** The CUDA backend's reduction: the device gradients averaged by NCCL on the device, the loss as gradientReducer's. */
+export function deviceGradientReducer(comm: NcclCommunicator): DeviceGradientReducer {
+  return async (runner, loss) => {
+    await runner.allReduceGradients(comm);
+    return meanLoss(comm, loss);
+  };
+}
+
+/** A stepper's data-parallel options over `comm`: host gradients always; device gradients where it is NCCL. */
+export function dataParallelReducers(comm: Communicator): { reduceGradients: GradientReducer; reduceDeviceGradients?: DeviceGradientReducer } {
+  return { reduceGradients: gradientReducer(comm), ...(comm instanceof NcclCommunicator ? { reduceDeviceGradients: deviceGradientReducer(comm) } : {}) };
+}
+
+/** The mean of the ranks' losses (float64, summed in rank order), the same on every rank. */
+async function meanLoss(comm: Communicator, loss: number): Promise<number> {
+  const mine = new Float64Array([loss]);
+  const all = new Float64Array((await comm.allGather(new Float32Array(mine.buffer))).buffer);
+  let sum = 0;
+  for (let r = 0; r < all.length; r++) sum += all[r]!;
+  return sum / all.length;
 }
 
 /** Trainer-state fields of a data-parallel checkpoint: the rank count, and every rank's data-order state in rank order. */

@@ -3,8 +3,9 @@
  * dlopen (HIERMEM_NCCL_LIB picks another file) and bootstraps it over MPI as llm.c does: rank 0's
  * ncclGetUniqueId, MPI_Bcast, ncclCommInitRank on every rank. Host-buffer collectives stay MPI's
  * (the MpiCommunicator it wraps: bit-identical, rank-order sums); the device variant,
- * allReduceDevice, all-reduces device memory (the CUDA backend's anchor gradients) in place on the
- * device. NCCL's ring / tree all-reduce gives every rank the same bits (each element is reduced once
+ * allReduceDevice, all-reduces device memory in place on the device; allReduceModelGradients does
+ * it for a CUDA model's gradients on the model's own stream (data-parallel training on the CUDA
+ * backend: deviceGradientReducer in ./data-parallel.ts). NCCL's ring / tree all-reduce gives every rank the same bits (each element is reduced once
  * and then copied), but not the rank-order sum of the host path.
  */
 import { HiermemError } from '../errors.js';
@@ -61,7 +62,7 @@ export class NcclCommunicator implements Communicator {
   readonly size: number;
   readonly stats: CommStats;
   readonly version: number;
-  /** True for the test double (test/fake-nccl.ts), whose "device" memory is host memory. */
+  /** True for the test double (test/dist-fake-nccl.ts), whose "device" memory is host memory. */
   readonly fake: boolean;
 
   private constructor(private readonly mpi: MpiCommunicator, private readonly native: NativeNccl, lib: { version: number; fake: boolean }) {
@@ -91,6 +92,15 @@ export class NcclCommunicator implements Communicator {
   async allReduceDevice(ptr: bigint, count: number, mean: boolean): Promise<void> {
     this.count(count * 4 * 2 * (this.size - 1) / this.size);
     await this.native.ncclAllReduceDevice(ptr, count, mean);
+  }
+
+  /**
+   * The mean over ranks of a CUDA model's gradients, in place on the device, on the model's stream
+   * (CudaAnchorModel.allReduceGradients): data-parallel training on the CUDA backend.
+   */
+  async allReduceModelGradients(model: { readonly paramCount: number; allReduceGradients(mean: boolean): Promise<void> }): Promise<void> {
+    this.count(model.paramCount * 4 * 2 * (this.size - 1) / this.size);
+    await model.allReduceGradients(true);
   }
 
   /** A host buffer all-reduced by NCCL (staged through device memory): the self-check of bench/gpu.sh. */

@@ -13,12 +13,13 @@ import { HiermemError } from '../errors.js';
 import { ByteTokenizer } from '../data/tokenizer.js';
 import { buildDemoCorpus, type DemoCorpus } from '../data/facts.js';
 import { packByLeaf } from '../data/packing.js';
-import { anchorParamCount, type ModelConfig } from '../model/config.js';
-import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
-import { prepareRun, type RunOptions } from '../train/run.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ProgressEvent } from '../train/trainer.js';
+import type { RunOptions } from '../train/run.js';
 import { GENERIC_PATH } from '../memory/memory-model.js';
 import { RetrievalTree } from '../retrieval/tree.js';
 import { scoreProbes, type Probe, type ProbeResult } from './probes.js';
+import { pretrainDemoAnchor, type DemoRun } from './demo-runs.js';
 import type { NextTokenLogits } from '../model/generate.js';
 
 export interface DemoOptions {
@@ -156,60 +157,31 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
 
   const seqs = packByLeaf({ docs, paths, levels: p }, { seqLen: plan.model.seqLen, eotId: tok.eotId, padId: tok.padId });
   const cfg: ModelConfig = { ...plan.model, vocabSize: tok.vocabSize, seed: o.seed };
-  const common = { batchSize: plan.batchSize, evalEvery: 0, warmupSteps: 20, signal: o.signal };
   const progress = (name: string) => (e: ProgressEvent) => o.onProgress?.(name, e);
   // every run sees the same packed sequences in the same order (seed)
   const runOptions: Omit<RunOptions, 'anchor'> = { tokenizer: tok, batchSize: plan.batchSize, seed: o.seed, weightDecay: 0.1, data: { packed: seqs } };
-
-  // 1. pretrain the anchor
-  phase('pretrain');
-  const pre = await prepareRun({ ...runOptions, anchor: { config: cfg } });
-  let t = performance.now();
-  const preHist = await pre.train({ ...common, steps: plan.pretrainSteps, lr: plan.pretrainLr, minLr: plan.pretrainLr / 10, onProgress: progress('pretrain') });
-  const pretrainSeconds = (performance.now() - t) / 1000;
-  // each continued run trains a copy of the pretrained anchor and its optimizer state
-  const pretrained = { model: pre.model, optimizer: pre.optimizer };
-  const contOpts = { ...common, steps: plan.continueSteps, lr: plan.continueLr, minLr: plan.continueLr / 10 };
-  const anchorParams = anchorParamCount(cfg);
+  const runs = await pretrainDemoAnchor({ plan, cfg, tree, seed: o.seed, signal: o.signal, runOptions, phase, progress });
   const probes: Probe[] = corpus.probes;
   const evalTick = (name: string) => (done: number) => o.onEvalProgress?.(name, done, probes.length);
   const reports: ModelReport[] = [];
-  const joinLosses = (h: TrainHistory) => ({
-    steps: [...preHist.steps, ...h.steps.map((s) => s + plan.pretrainSteps)],
-    losses: [...preHist.losses, ...h.losses],
-  });
+  const scored = (name: ModelReport['name'], run: DemoRun<unknown>, res: ProbeResult): ModelReport =>
+    ({ name, params: run.params, overall: res.overall, buckets: bucketsOf(res), rare: 0, trainSeconds: run.trainSeconds, losses: run.losses });
 
   // 2a. anchor alone, continued
-  phase('anchor');
-  const a = await prepareRun({ ...runOptions, anchor: { ...pretrained, fork: true } });
-  t = performance.now();
-  const aHist = await a.train({ ...contOpts, onProgress: progress('anchor') });
-  const aSeconds = pretrainSeconds + (performance.now() - t) / 1000;
+  const a = await runs.anchor();
   phase('eval anchor');
-  const aRes = scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx), 12, evalTick('eval anchor'));
-  reports.push({ name: 'anchor', params: { anchor: anchorParams, fetched: 0, bank: 0, active: anchorParams }, overall: aRes.overall,
-    buckets: bucketsOf(aRes), rare: 0, trainSeconds: aSeconds, losses: joinLosses(aHist) });
+  reports.push(scored('anchor', a, scoreProbes(probes, tok, () => (ctx) => a.model.nextTokenLogits(ctx), 12, evalTick('eval anchor'))));
 
-  // 2b/2c. memory models: generic only, and fetched (with the paper's 1/(k+1) generic mixing)
+  // 2b/2c. memory models: generic only, and fetched
   const memoryRun = async (name: 'generic' | 'fetched') => {
-    phase(name);
-    const run = await prepareRun({
-      ...runOptions, anchor: pretrained,
-      memory: { tree, levels: plan.levels, bankSeed: o.seed + 17, routing: name === 'fetched' ? 'tree' : 'generic' },
-      memoryTraining: { mode: 'cotrain', memoryLrScale: plan.memoryLrScale },
-    });
-    const { hm, sizes } = run.memory!;
-    t = performance.now();
-    const hist = await run.train({ ...contOpts, onProgress: progress(name) });
-    const seconds = pretrainSeconds + (performance.now() - t) / 1000;
+    const run = await runs.memory(name);
+    const hm = run.model;
     phase(`eval ${name}`);
     const genericPath = new Int32Array(p).fill(GENERIC_PATH);
     const genericLogits = hm.logitsForPath(genericPath);
     const logitsFor = (_: Probe, i: number): NextTokenLogits =>
       name === 'generic' ? genericLogits : hm.logitsForPath(probePaths.subarray(i * p, (i + 1) * p));
-    const res = scoreProbes(probes, tok, logitsFor, 12, evalTick(`eval ${name}`));
-    reports.push({ name, params: { anchor: anchorParams, fetched: sizes.fetchedParams, bank: name === 'generic' ? sizes.fetchedParams : sizes.bankParams,
-      active: anchorParams + sizes.fetchedParams }, overall: res.overall, buckets: bucketsOf(res), rare: 0, trainSeconds: seconds, losses: joinLosses(hist) });
+    reports.push(scored(name, run, scoreProbes(probes, tok, logitsFor, 12, evalTick(`eval ${name}`))));
     return hm;
   };
   await memoryRun('generic');
@@ -222,18 +194,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
     evalTick('eval blocked'));
 
   // 2d. dense model with ~2x the anchor's parameters, all the tokens from scratch
-  phase('dense2x');
-  const dcfg: ModelConfig = { ...plan.dense2x, vocabSize: tok.vocabSize, seed: o.seed };
-  const dense = await prepareRun({ ...runOptions, anchor: { config: dcfg } });
-  t = performance.now();
-  const dHist = await dense.train({ ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10,
-    onProgress: progress('dense2x') });
-  const dSeconds = (performance.now() - t) / 1000;
+  const dense = await runs.dense2x();
   phase('eval dense2x');
-  const dRes = scoreProbes(probes, tok, () => (ctx) => dense.model.nextTokenLogits(ctx), 12, evalTick('eval dense2x'));
-  const dParams = anchorParamCount(dcfg);
-  reports.push({ name: 'dense2x', params: { anchor: dParams, fetched: 0, bank: 0, active: dParams }, overall: dRes.overall,
-    buckets: bucketsOf(dRes), rare: 0, trainSeconds: dSeconds, losses: { steps: dHist.steps, losses: dHist.losses } });
+  reports.push(scored('dense2x', dense, scoreProbes(probes, tok, () => (ctx) => dense.model.nextTokenLogits(ctx), 12, evalTick('eval dense2x'))));
 
   if (reports.length !== 4) throw new HiermemError('E_INVALID_ARGUMENT', 'demo produced an incomplete set of models');
   const rareNames = corpus.buckets.slice(-3).map((b) => b.name);

@@ -16,11 +16,12 @@ import { ByteTokenizer, type Tokenizer } from '../data/tokenizer.js';
 import { trainByteLevelBpe } from '../data/hf-tokenizer-train.js';
 import { buildProseCorpus, type ProseCorpus } from '../data/prose-corpus.js';
 import { packByLeaf } from '../data/packing.js';
-import { anchorParamCount, type ModelConfig } from '../model/config.js';
-import type { ProgressEvent, TrainHistory } from '../train/trainer.js';
-import { prepareRun, type RunOptions } from '../train/run.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ProgressEvent } from '../train/trainer.js';
+import type { RunOptions } from '../train/run.js';
 import { GENERIC_PATH, type HierarchicalModel } from '../memory/memory-model.js';
 import { RetrievalTree } from '../retrieval/tree.js';
+import { pretrainDemoAnchor, type DemoRun } from './demo-runs.js';
 import { DEMO_PLANS, machineName, type DemoOptions, type DemoPlan, type DemoResults, type ModelReport } from './demo.js';
 import { anchorPerplexityModel, evaluatePerplexity, memoryPerplexityModel, type PerplexityModel, type PerplexityStats } from './perplexity.js';
 import { bucketNames, leafBuckets, pooledStats, routingPurity, statsPerBucket } from './prose-buckets.js';
@@ -132,7 +133,6 @@ export async function runProseDemo(o: ProseDemoOptions): Promise<ProseDemoResult
 
   const seqs = packByLeaf({ docs, paths, levels: p }, { seqLen: plan.model.seqLen, eotId: tok.eotId, padId: tok.padId ?? tok.eotId });
   const cfg: ModelConfig = { ...plan.model, vocabSize: tok.vocabSize, seed: o.seed };
-  const common = { batchSize: plan.batchSize, evalEvery: 0, warmupSteps: 20, signal: o.signal };
   const progress = (name: string) => (e: ProgressEvent) => o.onProgress?.(name, e);
   const runOptions: Omit<RunOptions, 'anchor'> = { tokenizer: tok, batchSize: plan.batchSize, seed: o.seed, weightDecay: 0.1, data: { packed: seqs } };
 
@@ -154,42 +154,20 @@ export async function runProseDemo(o: ProseDemoOptions): Promise<ProseDemoResult
     trainSeconds, losses, ...s,
   });
 
-  // 1. pretrain the anchor
-  phase('pretrain');
-  const pre = await prepareRun({ ...runOptions, anchor: { config: cfg } });
-  let t = performance.now();
-  const preHist = await pre.train({ ...common, steps: plan.pretrainSteps, lr: plan.pretrainLr, minLr: plan.pretrainLr / 10, onProgress: progress('pretrain') });
-  const pretrainSeconds = (performance.now() - t) / 1000;
-  const pretrained = { model: pre.model, optimizer: pre.optimizer };
-  const contOpts = { ...common, steps: plan.continueSteps, lr: plan.continueLr, minLr: plan.continueLr / 10 };
-  const anchorParams = anchorParamCount(cfg);
-  const joinLosses = (h: TrainHistory) => ({ steps: [...preHist.steps, ...h.steps.map((s) => s + plan.pretrainSteps)], losses: [...preHist.losses, ...h.losses] });
+  const runs = await pretrainDemoAnchor({ plan, cfg, tree, seed: o.seed, signal: o.signal, runOptions, phase, progress });
   const models: ProseModelReport[] = [];
+  const scored = async (name: ModelReport['name'], run: DemoRun<unknown>, mem: (docPaths: Int32Array) => PerplexityModel) =>
+    models.push(report(name, run.params, await score(name, mem), run.trainSeconds, run.losses));
 
   // 2a. the anchor alone, continued
-  phase('anchor');
-  const a = await prepareRun({ ...runOptions, anchor: { ...pretrained, fork: true } });
-  t = performance.now();
-  const aHist = await a.train({ ...contOpts, onProgress: progress('anchor') });
-  const aSeconds = pretrainSeconds + (performance.now() - t) / 1000;
-  models.push(report('anchor', { anchor: anchorParams, fetched: 0, bank: 0, active: anchorParams },
-    await score('anchor', () => anchorPerplexityModel(a.model)), aSeconds, joinLosses(aHist)));
+  const a = await runs.anchor();
+  await scored('anchor', a, () => anchorPerplexityModel(a.model));
 
-  // 2b/2c. generic memory only, and fetched memories (with the paper's 1/(k+1) generic mixing)
+  // 2b/2c. generic memory only, and fetched memories
   const memoryRun = async (name: 'generic' | 'fetched'): Promise<HierarchicalModel> => {
-    phase(name);
-    const run = await prepareRun({
-      ...runOptions, anchor: pretrained,
-      memory: { tree, levels: plan.levels, bankSeed: o.seed + 17, routing: name === 'fetched' ? 'tree' : 'generic' },
-      memoryTraining: { mode: 'cotrain', memoryLrScale: plan.memoryLrScale },
-    });
-    const { hm, sizes } = run.memory!;
-    t = performance.now();
-    const hist = await run.train({ ...contOpts, onProgress: progress(name) });
-    const seconds = pretrainSeconds + (performance.now() - t) / 1000;
-    const route = (docPaths: Int32Array) => memoryPerplexityModel(hm, name === 'generic' ? new Int32Array(docPaths.length).fill(GENERIC_PATH) : docPaths);
-    models.push(report(name, { anchor: anchorParams, fetched: sizes.fetchedParams, bank: name === 'generic' ? sizes.fetchedParams : sizes.bankParams,
-      active: anchorParams + sizes.fetchedParams }, await score(name, route), seconds, joinLosses(hist)));
+    const run = await runs.memory(name);
+    const hm = run.model;
+    await scored(name, run, (docPaths) => memoryPerplexityModel(hm, name === 'generic' ? new Int32Array(docPaths.length).fill(GENERIC_PATH) : docPaths));
     return hm;
   };
   await memoryRun('generic');
@@ -200,16 +178,8 @@ export async function runProseDemo(o: ProseDemoOptions): Promise<ProseDemoResult
   const blockedScore = await score('blocked', (docPaths) => memoryPerplexityModel(fetched, docPaths), blockedPaths, false);
 
   // 2d. a dense model with ~2x the anchor's parameters, all the steps from scratch
-  phase('dense2x');
-  const dcfg: ModelConfig = { ...plan.dense2x, vocabSize: tok.vocabSize, seed: o.seed };
-  const dense = await prepareRun({ ...runOptions, anchor: { config: dcfg } });
-  t = performance.now();
-  const dHist = await dense.train({ ...common, steps: plan.pretrainSteps + plan.continueSteps, lr: plan.pretrainLr, minLr: plan.continueLr / 10,
-    onProgress: progress('dense2x') });
-  const dSeconds = (performance.now() - t) / 1000;
-  const dParams = anchorParamCount(dcfg);
-  models.push(report('dense2x', { anchor: dParams, fetched: 0, bank: 0, active: dParams }, await score('dense2x', () => anchorPerplexityModel(dense.model)),
-    dSeconds, { steps: dHist.steps, losses: dHist.losses }));
+  const dense = await runs.dense2x();
+  await scored('dense2x', dense, () => anchorPerplexityModel(dense.model));
 
   if (models.length !== 4) throw new HiermemError('E_INVALID_ARGUMENT', 'prose demo produced an incomplete set of models');
   const heldOutTokens = heldTexts.reduce((n, s) => n + tok.encode(s).length, 0);

@@ -114,6 +114,19 @@ export class CudaAnchorModel {
     this.live().uploadAdamState(m, v);
   }
 
+  /**
+   * Data-parallel: the gradients all-reduced in place on the device by NCCL (the sum, or the mean,
+   * over ranks), ordered on this model's stream after the backward pass and before the AdamW
+   * update. NCCL must be initialised (NcclCommunicator.create, lib/dist/nccl.ts).
+   */
+  async allReduceGradients(mean: boolean): Promise<void> {
+    const native = this.live() as NativeCudaModel & { allReduceGradients?: (mean: boolean) => Promise<void> };
+    if (typeof native.allReduceGradients !== 'function') {
+      throw new HiermemError('E_BACKEND_UNAVAILABLE', 'this hiermem addon predates NCCL gradient all-reduces: rebuild it (npm rebuild hiermem)');
+    }
+    await native.allReduceGradients(mean);
+  }
+
   /** A host copy of one named parameter tensor. */
   tensor(name: string): Float32Array {
     const s = this.slot(name);

@@ -65,6 +65,15 @@ export class AdamW {
     this.segments = decaySegments(target.layout, this.options.weightDecay);
   }
 
+  /** An optimizer for `target` continuing `from` (same options, moments and step count); `from` is left as it was. */
+  static continuing(target: Optimizable, from: AdamW): AdamW {
+    const opt = new AdamW(target, from.options);
+    opt.m.set(from.m);
+    opt.v.set(from.v);
+    opt.stepCount = from.stepCount;
+    return opt;
+  }
+
   /**
    * One update with learning rate `lr`. Gradients are clipped by `gradNorm` (default: the norm of
    * target.grads; pass a joint norm when other parameters, e.g. memories, are clipped together).

@@ -163,14 +163,8 @@ export async function loadHierarchicalCheckpoint(file: string, o: { maxBatch?: n
   }
   const hm = HierarchicalModel.fromAnchor(ck.model, bank, o.maxBatch ?? ck.model.maxBatch);
   const out: LoadedHierarchical = { hm, tokenizer: ck.tokenizer };
-  if (ck.optimizer) {
-    // the optimizer state belongs to the anchor parameters, which fromAnchor copied unchanged
-    const opt = new AdamW(hm.anchor, ck.optimizer.options);
-    opt.m.set(ck.optimizer.m);
-    opt.v.set(ck.optimizer.v);
-    opt.stepCount = ck.optimizer.stepCount;
-    out.optimizer = opt;
-  }
+  // the optimizer state belongs to the anchor parameters, which fromAnchor copied unchanged
+  if (ck.optimizer) out.optimizer = AdamW.continuing(hm.anchor, ck.optimizer);
   if (ck.trainer) out.trainer = ck.trainer;
   return out;
 }

@@ -28,7 +28,7 @@ import { loadCheckpoint, type TrainerState } from './checkpoint.js';
 import { trainLoop, anchorStepper, type Source, type Stepper, type TrainHistory, type TrainOptions } from './trainer.js';
 import { memoryStepper, loadHierarchicalCheckpoint, type MemoryTrainOptions } from './memory-trainer.js';
 import type { Communicator } from '../dist/communicator.js';
-import { gradientReducer, rankSeed, rankTrainerState, rankZeroSaves } from '../dist/data-parallel.js';
+import { dataParallelReducers, rankSeed, rankTrainerState, rankZeroSaves } from '../dist/data-parallel.js';
 import type { ShardPlan } from '../memory/shard-plan.js';
 import { MANIFEST_KEY } from './shard-checkpoint.js';
 import { checkShardedResume, prepareShardedRun, shardedLogitsForPath, type ShardedRunInput } from './shard-run.js';
@@ -161,16 +161,7 @@ export interface PreparedRun {
 function forkAnchor(model: AnchorModel, optimizer: AdamW | undefined, weightDecay: number): { model: AnchorModel; optimizer: AdamW } {
   const m = AnchorModel.create(model.config, { maxBatch: model.maxBatch, skipInit: true });
   m.params.set(model.params);
-  return { model: m, optimizer: optimizer ? copyOptimizer(m, optimizer) : new AdamW(m, { weightDecay }) };
-}
-
-/** An optimizer for `model` continuing `from` (same options, moments and step count). */
-function copyOptimizer(model: AnchorModel, from: AdamW): AdamW {
-  const opt = new AdamW(model, from.options);
-  opt.m.set(from.m);
-  opt.v.set(from.v);
-  opt.stepCount = from.stepCount;
-  return opt;
+  return { model: m, optimizer: optimizer ? AdamW.continuing(m, optimizer) : new AdamW(m, { weightDecay }) };
 }
 
 async function startAnchor(o: RunOptions): Promise<{ model: AnchorModel; optimizer?: AdamW }> {
@@ -225,7 +216,7 @@ export async function prepareRun(o: RunOptions): Promise<PreparedRun> {
     source = new PathBatchSampler(o.data.packed, { seed, ...(start?.rngState ? { state: start.rngState } : {}) });
     val = o.data.valPacked ? new PathBatchSampler(o.data.valPacked, { seed: o.seed + 1 }) : undefined;
   }
-  const local = anchorStepper(model, optimizer, o.tokenizer, { backend: o.backend, ...(dist ? { reduceGradients: gradientReducer(dist) } : {}) });
+  const local = anchorStepper(model, optimizer, o.tokenizer, { backend: o.backend, ...(dist ? dataParallelReducers(dist) : {}) });
   const stepper = dist ? rankZeroSaves(local, dist) : local;
   return finish(o.tokenizer, stepper, source, val, start, resumed, model, optimizer, undefined,
     async (prompt, maxTokens) => generate(limitVocab(model, o.tokenizer.vocabSize), o.tokenizer.encode(prompt), greedy(o.tokenizer, maxTokens)));
@@ -283,7 +274,7 @@ async function prepareMemoryRun(o: RunOptions, resumed: string | undefined, dist
       ? await MemoryBank.createFile(m.bankFile, spec, a.model.config.dModel, { seed })
       : MemoryBank.createInMemory(spec, a.model.config.dModel, { seed });
     hm = HierarchicalModel.fromAnchor(a.model, bank, o.batchSize); // a copy of the anchor
-    optimizer = a.optimizer ? copyOptimizer(hm.anchor, a.optimizer) : new AdamW(hm.anchor, { weightDecay: o.weightDecay });
+    optimizer = a.optimizer ? AdamW.continuing(hm.anchor, a.optimizer) : new AdamW(hm.anchor, { weightDecay: o.weightDecay });
   }
   // eval and generate look for the tree beside the checkpoint
   if (o.outDir !== undefined && (dist === undefined || dist.rank === 0) && (treeFile === undefined || path.resolve(treeFile) !== path.resolve(o.outDir, TREE_FILE))) {

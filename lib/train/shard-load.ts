@@ -64,12 +64,6 @@ export async function openShardedCheckpoint(file: string, ck: CheckpointContents
   }
   const hm = HierarchicalModel.fromAnchor(ck.model, bank, o.maxBatch ?? ck.model.maxBatch);
   const out: ShardedLoad = { hm, ...(trainer ? { trainer } : {}) };
-  if (ck.optimizer) {
-    const opt = new AdamW(hm.anchor, ck.optimizer.options);
-    opt.m.set(ck.optimizer.m);
-    opt.v.set(ck.optimizer.v);
-    opt.stepCount = ck.optimizer.stepCount;
-    out.optimizer = opt;
-  }
+  if (ck.optimizer) out.optimizer = AdamW.continuing(hm.anchor, ck.optimizer);
   return out;
 }

@@ -111,7 +111,7 @@ export function shardedMemoryStepper(hm: HierarchicalModel, optimizer: AdamW, to
   const { runner, owned } = stepperRunner(hm.anchor, optimizer, options);
   if (runner.backend !== 'cpu') {
     if (owned) runner.dispose();
-    throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'sharded memory training reduces host gradients: it runs on the CPU backend only for now (NCCL is not built yet)');
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'sharded memory training reduces host gradients: it runs on the CPU backend only for now (NCCL reduces only the dense gradients of the CUDA anchor; the blocks of the bank live in host memory)');
   }
   return {
     backend: runner.backend,

@@ -13,8 +13,9 @@ import { cosineLr } from './schedule.js';
 import { saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DEFAULT_BACKEND, type Backend, type ResolvedBackend } from '../backend/detect.js';
 import { createAnchorRunner, type BackendRunner, type RunnerOptions } from '../backend/runner.js';
+import { CudaAnchorRunner } from '../backend/cuda-runner.js';
 import type { Communicator, DistMode } from '../dist/communicator.js';
-import { createCommunicator, gradientReducer, rankZeroSaves } from '../dist/data-parallel.js';
+import { createCommunicator, dataParallelReducers, rankZeroSaves } from '../dist/data-parallel.js';
 
 export { DEFAULT_BACKEND };
 
@@ -219,11 +220,15 @@ export async function trainLoop<B extends Batch>(
  * loss to report. Every process must call it every step, also when its loss is not finite.
  */
 export type GradientReducer = (grads: Float32Array, loss: number) => Promise<number>;
+/** GradientReducer's twin for gradients on a CUDA device (NCCL: lib/dist/data-parallel.ts deviceGradientReducer). */
+export type DeviceGradientReducer = (runner: CudaAnchorRunner, loss: number) => Promise<number>;
 
 /** Where a stepper runs: a backend to build a runner for, or a runner built by the caller. */
 export interface StepperBackendOptions extends RunnerOptions {
   /** Data-parallel reduction of the anchor gradients (host gradients: the CPU runner only). */
   reduceGradients?: GradientReducer;
+  /** The same on the CUDA runner (the gradients stay on the device). */
+  reduceDeviceGradients?: DeviceGradientReducer;
   /**
    * Run on this runner (its host model and optimizer must be the ones given to the stepper);
    * `backend` and `gemm` are then ignored, and the caller disposes it.
@@ -249,14 +254,18 @@ export function stepperRunner(model: AnchorModel, optimizer: AdamW, options: Ste
 export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: Tokenizer,
                               options: StepperBackendOptions = {}): Stepper<Batch> {
   const { runner, owned } = stepperRunner(model, optimizer, options);
-  check(!options.reduceGradients || runner.backend === 'cpu', 'E_CONFIG_INCOMPATIBLE',
-    'data-parallel training reduces host gradients: it runs on the CPU backend only for now (NCCL is not built yet)');
+  const device = runner instanceof CudaAnchorRunner && options.reduceDeviceGradients ? runner : null;
+  if (options.reduceGradients && runner.backend !== 'cpu' && device === null) {
+    if (owned) runner.dispose();
+    throw new HiermemError('E_CONFIG_INCOMPATIBLE', 'data-parallel training on the CUDA backend all-reduces the device gradients with NCCL: pass a NcclCommunicator (--backend cuda --dist mpi opens one)');
+  }
   return {
     backend: runner.backend,
     async step(batch, lr) {
       runner.zeroGrad();
       let loss = await runner.forwardBackward(batch);
-      if (options.reduceGradients) loss = await options.reduceGradients(model.grads, loss);
+      if (device) loss = await options.reduceDeviceGradients!(device, loss);
+      else if (options.reduceGradients) loss = await options.reduceGradients(model.grads, loss);
       if (!Number.isFinite(loss)) throw new HiermemError('E_NON_FINITE', `loss is ${loss}`);
       const { gradNorm } = await runner.step(lr);
       return { loss, gradNorm };
@@ -276,10 +285,10 @@ export function anchorStepper(model: AnchorModel, optimizer: AdamW, tokenizer: T
 export async function train(ctx: TrainContext, options: Partial<TrainOptions> & { steps: number }): Promise<TrainHistory> {
   const batchSize = options.batchSize ?? DEFAULT_TRAIN.batchSize;
   check(batchSize <= ctx.model.maxBatch, 'E_INVALID_ARGUMENT', `batchSize ${batchSize} exceeds the model's maxBatch ${ctx.model.maxBatch}`);
-  const comm = typeof ctx.dist === 'string' ? createCommunicator(ctx.dist) : ctx.dist;
+  const comm = typeof ctx.dist === 'string' ? createCommunicator(ctx.dist, { nccl: options.backend === 'cuda' }) : ctx.dist;
   const dist = comm && comm.kind !== 'local' ? comm : undefined;
   const local = anchorStepper(ctx.model, ctx.optimizer, ctx.tokenizer,
-    { backend: options.backend, runner: ctx.runner, ...(dist ? { reduceGradients: gradientReducer(dist) } : {}) });
+    { backend: options.backend, runner: ctx.runner, ...(dist ? dataParallelReducers(dist) : {}) });
   const stepper = dist ? rankZeroSaves(local, dist) : local;
   try {
     return await trainLoop(stepper, ctx.train, ctx.val, ctx.start, options, ctx.model.config.seqLen);
