@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
+import type { TokenDecoder } from '../lib/model/anchor.js';
 import { packageRoot } from '../lib/native.js';
 import { Rng } from '../lib/util/random.js';
 import { busyCores, machine, sleep, stat, type Stat } from './machine.js';
@@ -215,4 +216,39 @@ export function treePaths(rng: Rng, B: number, k: number, levels: number, distin
   const out = new Int32Array(B * levels);
   for (let b = 0; b < B; b++) out.set(uniq[Math.floor((b * distinct) / B)]!, b * levels);
   return out;
+}
+
+/** Index of the largest logit (greedy decoding; the first on ties, as torch.argmax). */
+export function argmax(l: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < l.length; i++) if (l[i]! > l[b]!) b = i;
+  return b;
+}
+
+/**
+ * Our side of a generation row, timed as the PyTorch peers time theirs: the cache and the prompt's
+ * forward happen before the clock starts; the timed part is G single-token greedy steps (the caller
+ * keeps promptLen + G <= seqLen, so the cache never fills). Repeated n times; the last tokens are
+ * returned for the agreement check against the peer.
+ */
+export function timeGreedyDecode(newDecoder: () => TokenDecoder, prompt: Int32Array, G: number, n: number): { ms: number; cpuMs: number; tokens: number[] } {
+  let ms = 0;
+  let cpuMs = 0;
+  let tokens: number[] = [];
+  for (let c = 0; c < n; c++) {
+    const dec = newDecoder();
+    let tok = argmax(dec.prefill(prompt));
+    const out: number[] = [];
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < G; i++) {
+      out.push(tok);
+      tok = argmax(dec.step(tok));
+    }
+    ms += performance.now() - t0;
+    const cu = process.cpuUsage(c0);
+    cpuMs += (cu.user + cu.system) / 1e3;
+    tokens = out;
+  }
+  return { ms, cpuMs, tokens };
 }

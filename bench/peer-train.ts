@@ -45,7 +45,7 @@ import { MemoryBank } from '../lib/memory/bank.js';
 import { HierarchicalModel, slotsOf, type PathBatch } from '../lib/memory/memory-model.js';
 import { layerToMemory, memorySizes, resolveMemorySpec, type MemorySpec } from '../lib/memory/spec.js';
 import { Rng } from '../lib/util/random.js';
-import { IdleWaiter, TorchPeer, ensureTorch, machine, maxRel, stat, treePaths, type PeerInfo, type Stat } from './peer-common.js';
+import { IdleWaiter, TorchPeer, argmax, ensureTorch, machine, maxRel, stat, timeGreedyDecode, treePaths, type PeerInfo, type Stat } from './peer-common.js';
 import { peerRow, type ContractRow } from './contract.js';
 import { measure, ourRunner, type Measured, type Runner, type Side, type Timing } from './measure.js';
 import { checkEquivalence, describe, randomizeDownRows, type EquivalenceResult } from './peer-check.js';
@@ -284,11 +284,6 @@ async function inferRows(size: string, cfg: ModelConfig, o: PeerOptions, peer: T
   const promptLen = Math.max(1, Math.min(T >> 1, T - o.genTokens));
   const genPrompt = prompt.subarray(0, promptLen);
   const G = Math.min(o.genTokens, T - promptLen);
-  const argmax = (l: Float32Array): number => {
-    let b = 0;
-    for (let i = 1; i < l.length; i++) if (l[i]! > l[b]!) b = i;
-    return b;
-  };
   const rows: InferRow[] = [];
   for (const memory of o.memory ? [false, true] : [false]) {
     const forPath = memory ? hm.logitsForPath(onePath) : null;
@@ -302,26 +297,9 @@ async function inferRows(size: string, cfg: ModelConfig, o: PeerOptions, peer: T
     };
     let oursTokens: number[] = [];
     const genOurs: Runner = async (n) => {
-      let ms = 0;
-      let cpuMs = 0;
-      for (let c = 0; c < n; c++) {
-        // as PyTorch's side: cache allocation and the prompt's forward happen before the clock starts;
-        // the timed part is G single-token steps (promptLen + G <= seqLen, so the cache never fills)
-        const dec = newDecoder();
-        let tok = argmax(dec.prefill(genPrompt));
-        const out: number[] = [];
-        const c0 = process.cpuUsage();
-        const t0 = performance.now();
-        for (let i = 0; i < G; i++) {
-          out.push(tok);
-          tok = argmax(dec.step(tok));
-        }
-        ms += performance.now() - t0;
-        const cu = process.cpuUsage(c0);
-        cpuMs += (cu.user + cu.system) / 1e3;
-        oursTokens = out;
-      }
-      return { ms, cpuMs };
+      const r = timeGreedyDecode(newDecoder, genPrompt, G, n);
+      oursTokens = r.tokens;
+      return { ms: r.ms, cpuMs: r.cpuMs };
     };
     let peerTokens: number[] = [];
     const genPeer = (cache: boolean, t: number): Runner => async (n) => {

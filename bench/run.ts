@@ -3,11 +3,13 @@
  * the same run, results in bench/results/latest.json (the contract in bench/contract.ts) and a
  * Markdown table on stdout.
  *
- * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,gemm,train,infer,size,data]
+ * Usage: npm run bench -- [--quick] [--only=limits,gather,scatter,ffn,tiers,scaling,gemm,train,infer,size,data,dist,hf]
  *        [--threads N] [--no-install] [--out FILE]
  *   --quick   fewer sizes and repetitions (< 3 min); the full run takes < 15 min on 2 cores
  *   --only    sections to run (the limits always run: other rows are fractions of them); data
- *             (the streaming pipeline on generated corpora up to 1 GB, bench/data.ts) runs only when named
+ *             (the streaming pipeline on generated corpora up to 1 GB, bench/data.ts) and dist (2 MPI ranks, a
+ *             sharded bank, bench/dist.ts) run only when named; so does hf (issue #15: an imported
+ *             GQA Llama vs a PyTorch Llama on the same weights, and the HF tokenizer; bench/hf.ts)
  * Limits (issue #12): the fp32 FMA peak (register-bound FMA loop on every thread: the ceiling of
  * every FLOP/s row), our GEMM at a large square product (`gemmGflops`, also under its old name
  * `sgemmGflops`) and memcpy.
@@ -22,13 +24,15 @@ import { loadNative, nativeAddonPath, packageRoot } from '../lib/native.js';
 import { limitRow, type ContractRow, type Limits } from './contract.js';
 import { machine } from './machine.js';
 import { dataRows } from './data.js';
+import { distRows } from './dist.js';
+import { hfRows, type HfBenchResult } from './hf.js';
 import { fmaPeakGflops, gemmGflops, memcpyGBs } from './limits.js';
 import { benchModelShapes, gemmRows, rateAtModelShapes, type ShapeRates } from './gemm.js';
 import { ffnRows, gatherRows, scalingRows, tierRows, type MemoryBenchContext } from './memory.js';
 import { IdleWaiter } from './peer-common.js';
 import { benchConfig, gitCommit, runPeerBench, type PeerOptions, type PeerResult } from './peer-train.js';
 
-const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'gemm', 'train', 'infer', 'size', 'data'] as const;
+const SECTIONS = ['limits', 'gather', 'scatter', 'ffn', 'tiers', 'scaling', 'gemm', 'train', 'infer', 'size', 'data', 'dist', 'hf'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -42,7 +46,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     // data (bench/data.ts) writes and prepares up to a 1 GB corpus: only when asked for
-    quick: false, only: new Set(SECTIONS.filter((x) => x !== 'data')), threads: os.availableParallelism(), install: process.getuid?.() === 0,
+    quick: false, only: new Set(SECTIONS.filter((x) => x !== 'data' && x !== 'dist' && x !== 'hf')), threads: os.availableParallelism(), install: process.getuid?.() === 0,
     out: path.join(packageRoot(), 'bench', 'results', 'latest.json'),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -194,10 +198,18 @@ async function main(): Promise<void> {
     if (r) log([r]);
   }
   if (o.only.has('data')) log(await dataRows({ quick: o.quick, log: (s) => process.stderr.write(`${s}\n`) }));
+  if (o.only.has('dist')) log(await distRows({ quick: o.quick, log: (s) => process.stderr.write(`${s}\n`) }));
+  let hf: HfBenchResult | null = null;
+  if (o.only.has('hf')) {
+    hf = await hfRows({ quick: o.quick, threads: [...new Set([o.threads, 1])], install: o.install, log: (s) => process.stderr.write(`${s}\n`) });
+    log(hf.rows);
+    if (hf.checks.some((c) => !c.pass)) process.exitCode = 1;
+  }
   native.setNumThreads(saved);
 
   const md = table(rows);
   process.stdout.write(`\n${md}\n`);
+  if (hf) process.stdout.write(`\n${hf.markdown}\n`);
   if (detail.length) process.stdout.write(`\n| detail | ours | same-run comparison | ratio |\n|---|---|---|---|\n${detail.join('\n')}\n`);
   const result = {
     machine: `${mach.cpuModel}, ${mach.logicalCpus} CPUs, ${mach.memGiB} GiB, ${mach.platform}, node ${mach.node}`,
@@ -221,6 +233,7 @@ async function main(): Promise<void> {
     peer: peer ? { ...peer.peer, checks: peer.checks.map(({ grads: _g, ...rest }) => rest), notes: peer.notes, markdown: peer.markdown } : null,
     markdown: md,
     detail,
+    hf: hf ? { peer: hf.peer, checks: hf.checks, markdown: hf.markdown } : undefined,
   };
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
   const tmp = `${o.out}.tmp-${process.pid}`;
