@@ -6,7 +6,7 @@
 #   sudo bash scripts/fresh-machine-check.sh
 #
 # Runs inside a chroot with a clean environment:
-#   npm ci && npx hiermem demo --quick      then   npx hiermem info
+#   npm ci && npx hiermem demo --quick      then   npx hiermem demo prose --quick, npx hiermem info
 # The project goes in as a clone would have it: the files git tracks plus untracked, not ignored
 # ones (so uncommitted work is checked too, and build/, node_modules/, prebuilds/ are not).
 #
@@ -306,6 +306,20 @@ rc=0; in_root "$work/demo.log" npx hiermem demo --quick || rc=$?
 [ "$rc" = 0 ] || fail_in_root "npx hiermem demo --quick" "$work/demo.log" "$rc"
 tail -n 15 "$work/demo.log"
 phase_end "demo --quick"
+
+# the prose experiment on the same install: its BPE needs the optional native package `tokenizers`,
+# which must come with `npm ci` (a fallback to bytes would pass silently, so the kind is checked)
+phase_begin "npx hiermem demo prose --quick"
+rc=0; in_root "$work/prose.log" npx hiermem demo prose --quick --out runs/fresh-prose || rc=$?
+[ "$rc" = 0 ] || fail_in_root "npx hiermem demo prose --quick" "$work/prose.log" "$rc"
+rc=0; in_root "$work/prose-check.log" node -e '
+  const r = JSON.parse(require("fs").readFileSync("runs/fresh-prose/results.json", "utf8"));
+  require("fs").statSync("runs/fresh-prose/report.html");
+  if (r.tokenizer.kind !== "bpe") { console.error("prose demo ran on " + r.tokenizer.kind + ": " + (r.tokenizer.note || "")); process.exit(1); }
+  console.log("prose demo: BPE " + r.tokenizer.vocabSize + " tokens, report written");' || rc=$?
+[ "$rc" = 0 ] || fail_in_root "prose demo results check" "$work/prose-check.log" "$rc"
+cat "$work/prose-check.log"
+phase_end "demo prose --quick"
 
 phase_begin "npx hiermem info"
 rc=0; in_root "$work/info.log" npx hiermem info || rc=$?
