@@ -211,7 +211,7 @@ test('kill -9 of a rank fails the job (no hang); resuming the last checkpoint gi
   }
 });
 
-test('`mpirun -np 2 hiermem train --dist mpi --tree`: a sharded run; info shows the manifest; generate opens one shard', { skip: SKIP ?? false, timeout: 120_000 }, async () => {
+test('`mpirun -np 2 hiermem train --dist mpi --tree`: a sharded run; info shows the manifest; generate opens one shard; eval opens them all', { skip: SKIP ?? false, timeout: 120_000 }, async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'hm-shard-'));
   try {
     const tree = await treeFile(dir);
@@ -232,6 +232,18 @@ test('`mpirun -np 2 hiermem train --dist mpi --tree`: a sharded run; info shows 
     const g = spawnSync(process.execPath, [CLI, 'generate', '--ckpt', out, '--max-tokens', '4', 'gold peru'], { encoding: 'utf8', env: ENV });
     assert.equal(g.status, 0, g.stderr);
     assert.match(g.stderr, /memory path/);
+    // eval opens every shard without MPI: with memory it must differ from the anchor alone
+    const docs = path.join(dir, 'eval.jsonl');
+    await writeFile(docs, SHARD_DOCS.slice(0, 4).map((text) => JSON.stringify({ text })).join('\n') + '\n');
+    const nll = (extra: string[]) => {
+      const e = spawnSync(process.execPath, [CLI, 'eval', '--ckpt', out, '--perplexity', docs, '--json', '--no-progress', ...extra], { encoding: 'utf8', env: ENV });
+      assert.equal(e.status, 0, e.stderr);
+      return (JSON.parse(e.stdout) as { overall: { nllPerToken: number } }).overall.nllPerToken;
+    };
+    const withMemory = nll([]);
+    const anchorOnly = nll(['--no-memory']);
+    assert.ok(Number.isFinite(withMemory) && Number.isFinite(anchorOnly));
+    assert.notEqual(withMemory, anchorOnly, 'eval of a sharded checkpoint used no memory blocks');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
