@@ -45,7 +45,7 @@ export function sha(a: Float32Array): string {
 }
 
 /** Every rank draws the same global batch (same seed) and keeps its own rows. */
-function sliceSource(stream: Int32Array, seqLen: number, comm: Communicator): Source<Batch> {
+export function sliceSource(stream: Int32Array, seqLen: number, comm: Communicator): Source<Batch> {
   const sampler = new WindowSampler(stream, seqLen, 11);
   return {
     next(b) {

@@ -19,19 +19,8 @@ import { LocalCommunicator, launcherWorldSize, type Communicator } from '../lib/
 import { MpiCommunicator } from '../lib/dist/mpi.js';
 import { NcclCommunicator } from '../lib/dist/nccl.js';
 import { dataParallelReducers, rankZeroSaves } from '../lib/dist/data-parallel.js';
-import { TINY, documents, sha } from './dist-mpi-worker.js';
+import { TINY, documents, sha, sliceSource } from './dist-mpi-worker.js';
 
-/** Every rank draws the same global batch (same seed) and keeps its own rows. */
-function sliceSource(stream: Int32Array, seqLen: number, comm: Communicator): Source<Batch> {
-  const sampler = new WindowSampler(stream, seqLen, 11);
-  return {
-    next(b) {
-      const g = sampler.next(b * comm.size);
-      const lo = comm.rank * b * seqLen, hi = lo + b * seqLen;
-      return { tokens: g.tokens.slice(lo, hi), targets: g.targets.slice(lo, hi), batchSize: b };
-    },
-  };
-}
 
 async function main(): Promise<void> {
   const [out, b, steps, lib] = process.argv.slice(2);
